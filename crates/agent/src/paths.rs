@@ -1,0 +1,369 @@
+//! The path policy (spec `agent.md` §5): what a caller's path means and how it is opened.
+//!
+//! Callers speak of `/workspace/...` (or relative paths, taken from `/workspace`); the agent maps that onto
+//! its workspace root directory, which is `/workspace` in the guest and a temporary directory in host tests.
+//! [`normalize`] is the lexical step; [`open_dir`] opens the result beneath a handle on the root with
+//! `openat2(RESOLVE_BENEATH)`, or, where the kernel lacks it, an equivalent walk, so that no symlink can
+//! lead outside.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rds_protocol::{messages, MAX_PATH_BYTES, WORKSPACE};
+
+/// A caller's path after the lexical checks: components relative to the workspace root, never `.`/`..`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspacePath(PathBuf);
+
+impl WorkspacePath {
+    /// The relative path to hand to `openat`-style calls (`.` for the root itself).
+    pub fn relative(&self) -> &Path {
+        if self.0.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &self.0
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("Path contains a NUL byte")]
+    Nul,
+    #[error("Path is longer than {MAX_PATH_BYTES} bytes")]
+    TooLong,
+    #[error("{}", messages::ONLY_WORKSPACE)]
+    OutsideWorkspace,
+    #[error("{}", messages::PATH_ESCAPES)]
+    Escapes,
+}
+
+/// Applies the lexical rules: relative paths start at `/workspace`, absolute ones must be `/workspace` or
+/// below, and `..` may not climb above it.
+pub fn normalize(path: &str) -> Result<WorkspacePath, PathError> {
+    if path.contains('\0') {
+        return Err(PathError::Nul);
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    let rest = if path.starts_with('/') {
+        let after = path
+            .strip_prefix(WORKSPACE)
+            .ok_or(PathError::OutsideWorkspace)?;
+        if !(after.is_empty() || after.starts_with('/')) {
+            return Err(PathError::OutsideWorkspace);
+        }
+        after.trim_start_matches('/')
+    } else {
+        path
+    };
+    let mut out = PathBuf::new();
+    for component in Path::new(rest).components() {
+        match component {
+            Component::Normal(name) => out.push(name),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(PathError::Escapes);
+                }
+            }
+            // `rest` is relative, so neither can appear; refuse rather than guess.
+            Component::RootDir | Component::Prefix(_) => return Err(PathError::Escapes),
+        }
+    }
+    Ok(WorkspacePath(out))
+}
+
+/// Why [`open_dir`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A symlink (or `..` inside one) led outside the root.
+    #[error("{}", messages::PATH_ESCAPES)]
+    Escapes,
+    /// Missing, not a directory, or a symlink loop.
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("cannot open the workspace root {}", .path.display())]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot resolve a workspace path")]
+    Io(#[source] io::Error),
+}
+
+/// Which resolver [`open_dir`] uses; tests force the walk to check that both agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolver {
+    /// `openat2(RESOLVE_BENEATH)`, falling back to the walk when the kernel lacks the call.
+    Auto,
+    Walk,
+}
+
+/// Opens `path` (already normalised) as an `O_PATH` directory handle beneath `root`.
+pub fn open_dir(
+    root: &Path,
+    path: &WorkspacePath,
+    resolver: Resolver,
+) -> Result<OwnedFd, OpenError> {
+    let root_fd = open_root(root).map_err(|source| OpenError::Root {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if resolver == Resolver::Auto {
+        match openat2_beneath(&root_fd, path.relative()) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {}
+            other => return other.map_err(classify),
+        }
+    }
+    walk_beneath(root_fd, path.relative())
+}
+
+fn classify(e: io::Error) -> OpenError {
+    match e.raw_os_error() {
+        Some(libc::EXDEV) => OpenError::Escapes,
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => OpenError::NotADirectory,
+        _ => OpenError::Io(e),
+    }
+}
+
+fn cstring(path: &OsStr) -> io::Result<CString> {
+    CString::new(path.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn open_root(root: &Path) -> io::Result<OwnedFd> {
+    let c = cstring(root.as_os_str())?;
+    // SAFETY: `c` is a valid NUL-terminated string; the returned descriptor is owned by us.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    owned(fd)
+}
+
+fn owned(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+fn openat2_beneath(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
+    let c = cstring(rel.as_os_str())?;
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // EAGAIN means a concurrent rename raced with `..` resolution; the kernel asks us to retry.
+    for _ in 0..8 {
+        // SAFETY: valid pointers to a C string and to an open_how of the size passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        match owned(fd as RawFd) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+            other => return other,
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EAGAIN))
+}
+
+/// Most symlinks followed in one resolution, as the kernel's own limit.
+const MAX_SYMLINKS: usize = 40;
+
+/// The walk `RESOLVE_BENEATH` does, in user space: one component at a time with `O_NOFOLLOW`, symlinks
+/// expanded by hand (absolute targets refused), `..` never above the root.
+fn walk_beneath(root: OwnedFd, rel: &Path) -> Result<OwnedFd, OpenError> {
+    let mut pending: Vec<PathBuf> = components_rev(rel);
+    let mut stack: Vec<OwnedFd> = Vec::new();
+    let mut current = root;
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        match name.to_str() {
+            Some(".") => continue,
+            Some("..") => {
+                current = stack.pop().ok_or(OpenError::Escapes)?;
+                continue;
+            }
+            _ => {}
+        }
+        let c = cstring(name.as_os_str()).map_err(OpenError::Io)?;
+        // SAFETY: valid directory descriptor and C string.
+        let fd = unsafe {
+            libc::openat(
+                current.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        let next = owned(fd).map_err(classify)?;
+        let kind = file_type(&next).map_err(OpenError::Io)?;
+        if kind == libc::S_IFLNK {
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(OpenError::NotADirectory);
+            }
+            let target = read_link(&next).map_err(OpenError::Io)?;
+            if target.is_absolute() {
+                return Err(OpenError::Escapes);
+            }
+            pending.extend(components_rev(&target));
+        } else if kind == libc::S_IFDIR {
+            stack.push(std::mem::replace(&mut current, next));
+        } else {
+            return Err(OpenError::NotADirectory);
+        }
+    }
+    Ok(current)
+}
+
+/// Components of a relative path as strings, last first (so `pop` yields them in order).
+fn components_rev(path: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(PathBuf::from(n)),
+            Component::ParentDir => Some(PathBuf::from("..")),
+            _ => None,
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+fn file_type(fd: &OwnedFd) -> io::Result<libc::mode_t> {
+    // SAFETY: zeroed stat is a valid out-buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_mode & libc::S_IFMT)
+}
+
+fn read_link(fd: &OwnedFd) -> io::Result<PathBuf> {
+    let mut buf = vec![0u8; MAX_PATH_BYTES + 1];
+    // SAFETY: an O_PATH|O_NOFOLLOW descriptor of a symlink with an empty path reads that link (Linux ≥ 2.6.39).
+    let n = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(PathBuf::from(OsStr::from_bytes(&buf)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn rel(p: &str) -> Result<String, PathError> {
+        normalize(p).map(|w| w.relative().to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn lexical_rules() {
+        assert_eq!(rel("/workspace").unwrap(), ".");
+        assert_eq!(rel("/workspace/").unwrap(), ".");
+        assert_eq!(rel("").unwrap(), ".");
+        assert_eq!(rel("a/./b//c").unwrap(), "a/b/c");
+        assert_eq!(rel("/workspace//a/../b").unwrap(), "b");
+        assert_eq!(rel("a/..").unwrap(), ".");
+        assert_eq!(rel("/home/user"), Err(PathError::OutsideWorkspace));
+        assert_eq!(rel("/home/user/x"), Err(PathError::OutsideWorkspace));
+        assert_eq!(rel("/workspacefoo"), Err(PathError::OutsideWorkspace));
+        assert_eq!(rel("/etc"), Err(PathError::OutsideWorkspace));
+        assert_eq!(rel("/"), Err(PathError::OutsideWorkspace));
+        assert_eq!(rel(".."), Err(PathError::Escapes));
+        assert_eq!(rel("a/../../x"), Err(PathError::Escapes));
+        assert_eq!(rel("/workspace/../etc"), Err(PathError::Escapes));
+        assert_eq!(rel("a\0b"), Err(PathError::Nul));
+        assert_eq!(rel(&"a".repeat(4097)), Err(PathError::TooLong));
+        assert!(rel(&"a/".repeat(2048)).is_ok());
+    }
+
+    #[test]
+    fn messages_match_spec() {
+        assert_eq!(
+            PathError::OutsideWorkspace.to_string(),
+            "Only /workspace paths are allowed"
+        );
+        assert_eq!(PathError::Escapes.to_string(), "Path escapes /workspace");
+    }
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "rds-paths-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ws/a/b")).unwrap();
+        std::fs::create_dir_all(dir.join("outside")).unwrap();
+        std::fs::write(dir.join("ws/file"), b"x").unwrap();
+        symlink("a/b", dir.join("ws/inside")).unwrap();
+        symlink("../outside", dir.join("ws/up")).unwrap();
+        symlink(dir.join("ws/a"), dir.join("ws/abs")).unwrap();
+        symlink("a/../..", dir.join("ws/sneaky")).unwrap();
+        symlink("loop", dir.join("ws/loop")).unwrap();
+        symlink("file", dir.join("ws/tofile")).unwrap();
+        dir
+    }
+
+    fn outcome(root: &Path, p: &str, resolver: Resolver) -> &'static str {
+        match open_dir(root, &normalize(p).unwrap(), resolver) {
+            Ok(_) => "ok",
+            Err(OpenError::Escapes) => "escapes",
+            Err(OpenError::NotADirectory) => "notdir",
+            Err(e) => panic!("{p}: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn open_dir_both_resolvers_agree() {
+        let dir = scratch();
+        let root = dir.join("ws");
+        let cases = [
+            (".", "ok"),
+            ("a", "ok"),
+            ("a/b", "ok"),
+            ("inside", "ok"),
+            ("inside/..", "ok"),
+            ("up", "escapes"),
+            ("abs", "escapes"),
+            ("sneaky", "escapes"),
+            ("missing", "notdir"),
+            ("file", "notdir"),
+            ("tofile", "notdir"),
+            ("loop", "notdir"),
+        ];
+        for resolver in [Resolver::Auto, Resolver::Walk] {
+            for (p, want) in cases {
+                assert_eq!(outcome(&root, p, resolver), want, "{p} with {resolver:?}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

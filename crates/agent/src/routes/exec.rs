@@ -1,0 +1,156 @@
+//! `POST /exec`: validate the request, run the command in the sandbox, shape the reply (spec `agent.md` §5).
+
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use rds_protocol::{is_valid_env_key, ExecRequest, DEFAULT_TIMEOUT_MS, WORKSPACE};
+
+use crate::error::ApiError;
+use crate::http::{self, Body};
+use crate::output;
+use crate::paths::{self, OpenError, PathError, Resolver};
+use crate::runner;
+use crate::sandbox::Launch;
+use crate::state::AppState;
+
+pub async fn post(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let _slot = state
+        .exec_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyExecs)?;
+    let budget = http::max_response_bytes(req.headers());
+    let body: ExecRequest = http::read_json(req).await?;
+
+    let env = validate_env(&body.env)?;
+    let timeout = validate_timeout(body.timeout_ms)?;
+    if body.cmd.contains('\0') {
+        return Err(ApiError::bad_request("cmd contains a NUL byte"));
+    }
+    let cwd_text = body.cwd.as_deref().unwrap_or(WORKSPACE);
+    let cwd = open_cwd(state, cwd_text)?;
+
+    let cgroup = state.cgroups.as_ref().and_then(|c| match c.create() {
+        Ok(cg) => Some(cg),
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "running without a call cgroup");
+            None
+        }
+    });
+    let procs = cgroup.as_ref().map(|c| c.procs_file());
+    let shell = &state.shell;
+    let args = [shell.command_flag(), body.cmd.as_str()];
+    let launch = Launch {
+        program: &shell.path,
+        args: &args,
+        env: &env,
+        shell: &shell.path,
+        cwd: &cwd,
+        identity: state.settings.identity,
+        cgroup_procs: procs.as_deref(),
+    };
+    let outcome = runner::run(&launch, timeout, cgroup.as_ref()).await;
+    if let (Some(sandboxes), Some(cg)) = (&state.cgroups, cgroup) {
+        sandboxes.release(cg);
+    }
+
+    let mut result = outcome.result;
+    if let Some(budget) = budget {
+        output::fit_to_budget(&mut result, budget, outcome.stderr_note_len);
+    }
+    Ok(http::json(StatusCode::OK, &result))
+}
+
+/// Keys must match `^[A-Za-z_][A-Za-z0-9_]*$`; values may not hold NUL.
+fn validate_env(
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    env.iter()
+        .map(|(k, v)| {
+            if !is_valid_env_key(k) {
+                return Err(ApiError::bad_request(format!("env key '{k}' is invalid")));
+            }
+            if v.contains('\0') {
+                return Err(ApiError::bad_request(format!(
+                    "env value of '{k}' contains a NUL byte"
+                )));
+            }
+            Ok((k.clone(), v.clone()))
+        })
+        .collect()
+}
+
+fn validate_timeout(ms: Option<u64>) -> Result<Duration, ApiError> {
+    match ms.unwrap_or(DEFAULT_TIMEOUT_MS) {
+        0 => Err(ApiError::bad_request("timeoutMs must be an integer >= 1")),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
+fn open_cwd(state: &AppState, cwd: &str) -> Result<std::os::fd::OwnedFd, ApiError> {
+    let not_a_dir =
+        || ApiError::bad_request(format!("cwd must be a directory under /workspace: {cwd}"));
+    let path = paths::normalize(cwd).map_err(|e| match e {
+        PathError::Nul | PathError::TooLong => ApiError::BadRequest {
+            message: e.to_string(),
+            detail: None,
+        },
+        PathError::OutsideWorkspace | PathError::Escapes => ApiError::bad_request(e.to_string()),
+    })?;
+    paths::open_dir(&state.settings.workspace, &path, Resolver::Auto).map_err(|e| match e {
+        OpenError::Escapes => ApiError::bad_request(e.to_string()),
+        OpenError::NotADirectory => not_a_dir(),
+        OpenError::Root { source, .. } | OpenError::Io(source) => {
+            ApiError::internal("cannot open cwd", source)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn message(e: ApiError) -> String {
+        e.body().message
+    }
+
+    #[test]
+    fn env_validation() {
+        assert_eq!(
+            validate_env(&env(&[("A", "1"), ("_b2", "")]))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            message(validate_env(&env(&[("1A", "x")])).unwrap_err()),
+            "env key '1A' is invalid"
+        );
+        assert_eq!(
+            message(validate_env(&env(&[("A-B", "x")])).unwrap_err()),
+            "env key 'A-B' is invalid"
+        );
+        assert_eq!(
+            message(validate_env(&env(&[("", "x")])).unwrap_err()),
+            "env key '' is invalid"
+        );
+        assert!(validate_env(&env(&[("A", "x\0y")])).is_err());
+        assert!(validate_env(&env(&[("A", "é=\n")])).is_ok());
+    }
+
+    #[test]
+    fn timeout_validation() {
+        assert_eq!(validate_timeout(None).unwrap(), Duration::from_secs(30));
+        assert_eq!(validate_timeout(Some(1)).unwrap(), Duration::from_millis(1));
+        assert!(validate_timeout(Some(0)).is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! The API's one error type. Its status is chosen here and only here; handlers just use `?`.
+
+use crate::agent::AgentError;
+use crate::lifecycle::LifecycleError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// Internal detail: replaced by `Internal Server Error` unless `EXPOSE_INTERNAL_ERRORS`.
+    internal: bool,
+}
+
+/// Marks a 500 so the envelope middleware can add `requestId` and hide the text unless configured.
+#[derive(Debug, Clone)]
+pub struct InternalDetail(pub String);
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            internal: false,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        ApiError {
+            internal: true,
+            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(serde_json::json!({ "message": self.message }))).into_response();
+        if self.internal {
+            resp.extensions_mut().insert(InternalDetail(self.message));
+        }
+        resp
+    }
+}
+
+fn agent_status(e: &AgentError) -> (StatusCode, String) {
+    match e {
+        AgentError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "Agent unreachable".into()),
+        AgentError::Timeout(ms) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("Agent did not answer within {ms} ms"),
+        ),
+        // Agent 4xx are the caller's input errors: passed through with their message.
+        AgentError::Status { status, message } if (400..500).contains(status) => (
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+            message.clone(),
+        ),
+        AgentError::Status { message, .. } => {
+            (StatusCode::BAD_GATEWAY, format!("Agent error: {message}"))
+        }
+        AgentError::Invalid(reason) => (
+            StatusCode::BAD_GATEWAY,
+            format!("Agent response invalid: {reason}"),
+        ),
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        use crate::lifecycle::LifecycleError as L;
+        let status = match &e {
+            L::NotFound(_) | L::ImageNotFound => StatusCode::NOT_FOUND,
+            L::NotRunning(_) | L::Busy { .. } | L::NoLongerRunning(_) => StatusCode::CONFLICT,
+            L::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
+            L::NoAddress => StatusCode::SERVICE_UNAVAILABLE,
+            L::ImageIncomplete | L::NoDefaultImage => StatusCode::BAD_REQUEST,
+            L::BootFailed { cause, .. } => match cause {
+                crate::lifecycle::BootFailure::Host => StatusCode::INTERNAL_SERVER_ERROR,
+                crate::lifecycle::BootFailure::AgentUnreachable => StatusCode::BAD_GATEWAY,
+                crate::lifecycle::BootFailure::AgentTimeout => StatusCode::GATEWAY_TIMEOUT,
+            },
+            L::Agent(a) => {
+                let (status, message) = agent_status(a);
+                return ApiError::new(status, message);
+            }
+            L::Db(_) | L::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if matches!(e, L::Db(_) | L::Internal(_)) {
+            tracing::error!(error = %e, "internal error");
+            return ApiError::internal(e.to_string());
+        }
+        ApiError::new(status, e.to_string())
+    }
+}

@@ -1,0 +1,101 @@
+//! Extractors whose rejections are our `{"message"}` errors (`api.md` §1.4–1.5, §1.8).
+
+use super::error::ApiError;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde_json::{Map, Value};
+
+/// A JSON object body of at most `LIMIT` bytes, kept as a map so validation can name each field and
+/// refuse coercions. Unknown fields are simply never read.
+pub struct JsonObject<const LIMIT: usize>(pub Map<String, Value>);
+
+pub const KIB: usize = 1024;
+
+impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonObject<LIMIT> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            if !is_json(ct.to_str().unwrap_or("")) {
+                return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type"));
+            }
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), LIMIT)
+            .await
+            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Body too large"))?;
+        parse_object(&bytes).map(JsonObject)
+    }
+}
+
+fn is_json(ct: &str) -> bool {
+    let mut parts = ct.split(';').map(str::trim);
+    let mime = parts.next().unwrap_or("");
+    mime.eq_ignore_ascii_case("application/json")
+        && parts.all(|p| p.is_empty() || p.replace(' ', "").eq_ignore_ascii_case("charset=utf-8"))
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("Request body must be a JSON object"));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("Request body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("Invalid JSON: {e}"))),
+    }
+}
+
+/// A VM id from the path: UUID v4, canonical, lowercased (`api.md` §1.8).
+pub struct VmId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for VmId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::bad_request("Invalid VM id"))?;
+        parse_vm_id(&raw).map(VmId).ok_or_else(|| ApiError::bad_request("Invalid VM id"))
+    }
+}
+
+pub fn parse_vm_id(raw: &str) -> Option<String> {
+    if raw.len() != 36 {
+        return None;
+    }
+    let id = uuid::Uuid::try_parse(raw).ok()?;
+    (id.get_version_num() == 4).then(|| id.hyphenated().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_ids() {
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        assert_eq!(parse_vm_id(id).as_deref(), Some(id));
+        assert_eq!(parse_vm_id(&id.to_uppercase()).as_deref(), Some(id));
+        for bad in ["undefined", "null", "0f8fad5bd9cb469fa16570867728950e", "0f8fad5b-d9cb-169f-a165-70867728950e"] {
+            assert!(parse_vm_id(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("Application/JSON;charset=UTF-8"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/json; charset=latin1"));
+    }
+
+    #[test]
+    fn bodies() {
+        assert!(parse_object(b"{}").is_ok());
+        assert_eq!(parse_object(b"[]").unwrap_err().message, "Request body must be a JSON object");
+        assert!(parse_object(b"{").unwrap_err().message.starts_with("Invalid JSON: "));
+        assert_eq!(parse_object(b"").unwrap_err().message, "Request body must be a JSON object");
+    }
+}

@@ -1,0 +1,82 @@
+//! The envelope every response gets (`api.md` §1.1, §1.6): `X-Request-Id`, `nosniff`, JSON bodies for
+//! axum's own 404/405, and the `requestId` (plus hidden detail) of 500s.
+
+use super::error::InternalDetail;
+use super::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tracing::Instrument;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+fn valid_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len())
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+pub async fn request_envelope(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("request", request_id = %id, %method);
+    let started = std::time::Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    if let Some(InternalDetail(detail)) = resp.extensions_mut().remove::<InternalDetail>() {
+        let message = if state.expose_internal_errors {
+            detail
+        } else {
+            "Internal Server Error".to_string()
+        };
+        resp = (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "message": message, "requestId": id })),
+        )
+            .into_response();
+    } else if resp.status() == StatusCode::METHOD_NOT_ALLOWED && is_empty(&resp) {
+        let allow = resp.headers().get(header::ALLOW).cloned();
+        resp = (StatusCode::METHOD_NOT_ALLOWED, Json(serde_json::json!({ "message": "Method Not Allowed" })))
+            .into_response();
+        if let Some(a) = allow {
+            resp.headers_mut().insert(header::ALLOW, a);
+        }
+    }
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_millis() as u64;
+    if path == "/healthz" || path == "/readyz" {
+        tracing::debug!(parent: &span, status, ms, "request");
+    } else {
+        tracing::info!(parent: &span, status, ms, path = %path, "request");
+    }
+    resp
+}
+
+fn is_empty(resp: &Response<Body>) -> bool {
+    use axum::body::HttpBody;
+    resp.body().size_hint().exact() == Some(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_id_rule() {
+        assert!(super::valid_request_id("abc-1.2_3"));
+        assert!(!super::valid_request_id(""));
+        assert!(!super::valid_request_id("a b"));
+        assert!(!super::valid_request_id(&"a".repeat(129)));
+    }
+}

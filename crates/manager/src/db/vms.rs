@@ -1,0 +1,264 @@
+use super::{flag, Db, DbError};
+use crate::config::Subnet;
+use crate::model::{now_rfc3339, VmRecord, VmState};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+const COLUMNS: &str = "id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
+    outbound_internet, allow_ips, image_id, source_snapshot_id, provision_mode, vmm_pid, vmm_start_time, \
+    vmm_boot_id, backend, last_error, created_at";
+
+/// What a create stores before anything is allocated on the host.
+#[derive(Debug, Clone)]
+pub struct NewVm {
+    pub id: String,
+    pub cpu: u32,
+    pub mem_mb: u32,
+    pub disk_size_mb: u64,
+    pub outbound_internet: bool,
+    pub allow_ips: Vec<String>,
+    pub image_id: String,
+    pub backend: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateVmError {
+    #[error("VM quota exceeded (maxVms={0})")]
+    Quota(u64),
+    #[error("No free guest address in VM_SUBNET")]
+    NoAddress,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for CreateVmError {
+    fn from(e: sqlx::Error) -> Self {
+        CreateVmError::Db(DbError::Sql(e))
+    }
+}
+
+fn corrupt(detail: impl Into<String>) -> sqlx::Error {
+    sqlx::Error::Decode(detail.into().into())
+}
+
+fn from_row(r: &AnyRow) -> Result<VmRecord, sqlx::Error> {
+    let state: String = r.try_get("state")?;
+    let ip: String = r.try_get("guest_ip")?;
+    let allow: String = r.try_get("allow_ips")?;
+    Ok(VmRecord {
+        id: r.try_get("id")?,
+        state: VmState::parse(&state).ok_or_else(|| corrupt(format!("state {state}")))?,
+        cpu: r.try_get::<i64, _>("cpu")? as u32,
+        mem_mb: r.try_get::<i64, _>("mem_mb")? as u32,
+        disk_size_mb: r.try_get::<i64, _>("disk_size_mb")? as u64,
+        guest_ip: ip.parse().map_err(|_| corrupt(format!("guest_ip {ip}")))?,
+        tap_name: r.try_get("tap_name")?,
+        mac: r.try_get("mac")?,
+        vsock_cid: r.try_get::<i64, _>("vsock_cid")? as u32,
+        outbound_internet: r.try_get::<i64, _>("outbound_internet")? != 0,
+        allow_ips: serde_json::from_str(&allow).map_err(|e| corrupt(e.to_string()))?,
+        image_id: r.try_get("image_id")?,
+        source_snapshot_id: r.try_get("source_snapshot_id")?,
+        provision_mode: r.try_get("provision_mode")?,
+        vmm_pid: r.try_get::<Option<i64>, _>("vmm_pid")?.map(|v| v as u32),
+        vmm_start_time: r.try_get::<Option<i64>, _>("vmm_start_time")?.map(|v| v as u64),
+        vmm_boot_id: r.try_get("vmm_boot_id")?,
+        backend: r.try_get("backend")?,
+        last_error: r.try_get("last_error")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// Derived identities of host index `i` (`vm-lifecycle.md` §6).
+fn tap_name(i: u32) -> String {
+    format!("rds-tap{i}")
+}
+
+fn mac_of(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+impl Db {
+    /// Quota check, lowest-free address allocation and row insert in one transaction. The caller
+    /// serialises creates, so the count cannot race on SQLite.
+    pub async fn create_vm(
+        &self,
+        vm: &NewVm,
+        max_vms: u64,
+        subnet: &Subnet,
+    ) -> Result<VmRecord, CreateVmError> {
+        let mut tx = self.pool.begin().await?;
+        let count: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM vms WHERE state <> 'DELETED' AND pool_role IS NULL",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if count as u64 >= max_vms {
+            return Err(CreateVmError::Quota(max_vms));
+        }
+        let taken: HashSet<String> = sqlx::query("SELECT ip FROM ip_allocations")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("ip"))
+            .collect::<Result<_, _>>()?;
+        let (index, ip) = (2..)
+            .map_while(|i| subnet.guest(i).map(|ip| (i, ip)))
+            .find(|(_, ip)| !taken.contains(&ip.to_string()))
+            .ok_or(CreateVmError::NoAddress)?;
+        let now = now_rfc3339();
+        sqlx::query("INSERT INTO ip_allocations (ip, vm_id, allocated_at) VALUES ($1, $2, $3)")
+            .bind(ip.to_string())
+            .bind(&vm.id)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        let allow = serde_json::to_string(&vm.allow_ips).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO vms (id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
+             outbound_internet, allow_ips, image_id, backend, created_at, updated_at) \
+             VALUES ($1, 'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+        )
+        .bind(&vm.id)
+        .bind(i64::from(vm.cpu))
+        .bind(i64::from(vm.mem_mb))
+        .bind(vm.disk_size_mb as i64)
+        .bind(ip.to_string())
+        .bind(tap_name(index))
+        .bind(mac_of(ip))
+        .bind(i64::from(10_000 + index))
+        .bind(flag(vm.outbound_internet))
+        .bind(allow)
+        .bind(&vm.image_id)
+        .bind(&vm.backend)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(self.get_vm(&vm.id).await?.ok_or_else(|| DbError::Corrupt {
+            table: "vms",
+            detail: format!("row {} vanished after insert", vm.id),
+        })?)
+    }
+
+    /// A user VM that is not DELETED.
+    pub async fn get_vm(&self, id: &str) -> Result<Option<VmRecord>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM vms WHERE id = $1 AND state <> 'DELETED' AND pool_role IS NULL"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// User VMs that are not DELETED, newest first.
+    pub async fn list_vms(&self) -> Result<Vec<VmRecord>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM vms WHERE state <> 'DELETED' AND pool_role IS NULL \
+             ORDER BY created_at DESC, id DESC"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn set_state(
+        &self,
+        id: &str,
+        state: VmState,
+        last_error: Option<&str>,
+    ) -> Result<(), DbError> {
+        let now = now_rfc3339();
+        let q = match last_error {
+            Some(err) => sqlx::query(
+                "UPDATE vms SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4",
+            )
+            .bind(state.as_str())
+            .bind(err.to_string()),
+            None => sqlx::query("UPDATE vms SET state = $1, updated_at = $2 WHERE id = $3")
+                .bind(state.as_str()),
+        };
+        q.bind(now).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The launched VMM's identity, stored as soon as it exists so a restarted manager can find it.
+    pub async fn set_runtime(
+        &self,
+        id: &str,
+        pid: u32,
+        start_time: u64,
+        boot_id: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE vms SET vmm_pid = $1, vmm_start_time = $2, vmm_boot_id = $3, updated_at = $4 \
+             WHERE id = $5",
+        )
+        .bind(i64::from(pid))
+        .bind(start_time as i64)
+        .bind(boot_id)
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// RUNNING with its provision mode; a previous `lastError` stays for the record.
+    pub async fn set_running(&self, id: &str, provision_mode: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE vms SET state = 'RUNNING', provision_mode = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(provision_mode)
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn clear_runtime(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE vms SET vmm_pid = NULL, vmm_start_time = NULL, vmm_boot_id = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Tombstone: DELETED, address released, VMM identity cleared, in one transaction.
+    pub async fn mark_deleted(&self, id: &str) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE vms SET state = 'DELETED', vmm_pid = NULL, vmm_start_time = NULL, \
+             vmm_boot_id = NULL, updated_at = $1 WHERE id = $2",
+        )
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM ip_allocations WHERE vm_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_identities() {
+        assert_eq!(tap_name(2), "rds-tap2");
+        assert_eq!(mac_of(Ipv4Addr::new(172, 16, 0, 2)), "02:00:ac:10:00:02");
+    }
+}

@@ -1,0 +1,15 @@
+//! The run-dat-sheesh manager as a library, so tests can start it in-process on port 0.
+//!
+//! Layers, top to bottom: `api` (HTTP) → `lifecycle` (VM operations) → `agent` | `storage` | `db` |
+//! the `rds_vmm` backend. Imports only point downwards.
+
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod lifecycle;
+pub mod model;
+mod startup;
+pub mod storage;
+
+pub use startup::{build, serve, App};

@@ -1,0 +1,204 @@
+//! Create (`vm-lifecycle.md` §2), boot mode: row + address, disk, VMM, readiness, RUNNING.
+
+use super::error::BootFailure;
+use super::ops::OpGuard;
+use super::{LifecycleError, VmService};
+use crate::agent::AgentError;
+use crate::db::{CreateVmError, NewVm};
+use crate::model::{ImageRecord, VmRecord, VmState};
+use rds_vmm::{VmRuntime, VmSpec};
+use std::path::PathBuf;
+
+/// A validated create request.
+#[derive(Debug, Clone)]
+pub struct CreateVm {
+    pub cpu: u32,
+    pub mem_mb: u32,
+    pub disk_size_mb: Option<u64>,
+    pub outbound_internet: bool,
+    pub allow_ips: Vec<String>,
+    pub image_id: Option<String>,
+}
+
+/// A failed provisioning step, with what was launched so far for the cleanup.
+pub(super) struct Failed {
+    pub reason: String,
+    pub cause: BootFailure,
+    pub cancelled: bool,
+}
+
+impl Failed {
+    pub fn host(reason: impl std::fmt::Display) -> Self {
+        Failed {
+            reason: reason.to_string(),
+            cause: BootFailure::Host,
+            cancelled: false,
+        }
+    }
+}
+
+impl VmService {
+    pub async fn create(&self, req: CreateVm) -> Result<VmRecord, LifecycleError> {
+        let image = self.resolve_image(req.image_id.as_deref()).await?;
+        let new = NewVm {
+            id: uuid::Uuid::new_v4().to_string(),
+            cpu: req.cpu,
+            mem_mb: req.mem_mb,
+            disk_size_mb: req.disk_size_mb.unwrap_or(self.inner.settings.default_disk_mb),
+            outbound_internet: req.outbound_internet,
+            allow_ips: req.allow_ips,
+            image_id: image.id.clone(),
+            backend: self.inner.backend.capabilities().kind.as_str().to_string(),
+        };
+        let vm = {
+            let _serial = self.inner.create_lock.lock().await;
+            let s = &self.inner.settings;
+            self.inner
+                .db
+                .create_vm(&new, s.max_vms, &s.subnet)
+                .await
+                .map_err(|e| match e {
+                    CreateVmError::Quota(n) => LifecycleError::Quota(n),
+                    CreateVmError::NoAddress => LifecycleError::NoAddress,
+                    CreateVmError::Db(e) => LifecycleError::Db(e),
+                })?
+        };
+        tracing::info!(vm_id = %vm.id, cpu = vm.cpu, mem_mb = vm.mem_mb, "vm.created");
+        let guard = self.begin_op(&vm.id, "create")?;
+        self.boot_vm(&vm, &image, &guard, VmState::Error).await?;
+        self.get(&vm.id).await
+    }
+
+    async fn resolve_image(&self, id: Option<&str>) -> Result<ImageRecord, LifecycleError> {
+        let image = match id {
+            Some(id) => self.inner.db.get_image(id).await?.ok_or(LifecycleError::ImageNotFound)?,
+            None => self.inner.db.default_image().await?.ok_or(LifecycleError::NoDefaultImage)?,
+        };
+        if image.kernel_path.is_none() || image.rootfs_path.is_none() {
+            return Err(LifecycleError::ImageIncomplete);
+        }
+        Ok(image)
+    }
+
+    /// Disk (if missing), VMM, readiness, RUNNING. On failure the VMM and run directory are gone and
+    /// the VM is in `fail_state` with `lastError`; disk and logs stay for diagnosis.
+    pub(super) async fn boot_vm(
+        &self,
+        vm: &VmRecord,
+        image: &ImageRecord,
+        guard: &OpGuard,
+        fail_state: VmState,
+    ) -> Result<(), LifecycleError> {
+        let mut launched = None;
+        let result = self.try_boot(vm, image, guard, &mut launched).await;
+        let Err(failed) = result else {
+            return Ok(());
+        };
+        let rt = launched.unwrap_or_else(|| self.idle_runtime(&vm.id));
+        self.inner.backend.kill(&rt).await;
+        if let Err(e) = self.inner.backend.cleanup(&rt).await {
+            tracing::warn!(vm_id = %vm.id, error = %e, "cleanup after failed boot");
+        }
+        self.inner.db.clear_runtime(&vm.id).await?;
+        if failed.cancelled {
+            return Err(LifecycleError::NoLongerRunning(vm.id.clone()));
+        }
+        let console = rds_vmm::process::tail_file(
+            &self.inner.storage.logs_dir(&vm.id).join(rds_vmm::LOG_CONSOLE),
+            4096,
+        );
+        tracing::error!(vm_id = %vm.id, reason = %failed.reason, console_tail = %console, "vm.error");
+        self.inner
+            .db
+            .set_state(&vm.id, fail_state, Some(&failed.reason))
+            .await?;
+        Err(LifecycleError::BootFailed {
+            id: vm.id.clone(),
+            reason: failed.reason,
+            cause: failed.cause,
+        })
+    }
+
+    async fn try_boot(
+        &self,
+        vm: &VmRecord,
+        image: &ImageRecord,
+        guard: &OpGuard,
+        launched: &mut Option<VmRuntime>,
+    ) -> Result<(), Failed> {
+        let storage = &self.inner.storage;
+        let disk = storage.disk_path(&vm.id);
+        if !disk.exists() {
+            storage
+                .create_vm_disk(&vm.id, vm.disk_size_mb)
+                .await
+                .map_err(Failed::host)?;
+        }
+        self.inner
+            .db
+            .set_state(&vm.id, VmState::Starting, None)
+            .await
+            .map_err(Failed::host)?;
+        let spec = self.spec_for(vm, image, disk);
+        let backend = &self.inner.backend;
+        backend.prepare(&spec).await.map_err(Failed::host)?;
+        let rt = backend.boot(&spec).await.map_err(Failed::host)?;
+        *launched = Some(rt.clone());
+        self.inner
+            .db
+            .set_runtime(&vm.id, rt.pid, rt.start_time, &rt.boot_id)
+            .await
+            .map_err(Failed::host)?;
+        self.wait_ready(&rt, &guard.cancel).await?;
+        self.inner
+            .db
+            .set_running(&vm.id, "boot")
+            .await
+            .map_err(Failed::host)?;
+        self.watch(rt);
+        tracing::info!(vm_id = %vm.id, provision_mode = "boot", "vm.started");
+        Ok(())
+    }
+
+    fn spec_for(&self, vm: &VmRecord, image: &ImageRecord, disk: PathBuf) -> VmSpec {
+        let s = &self.inner.settings;
+        let storage = &self.inner.storage;
+        let cmdline = format!(
+            "console=ttyS0 reboot=k panic=1 root=/dev/vda ro rootfstype=ext4 \
+             init=/usr/local/sbin/rds-init {}={} {}={}",
+            rds_protocol::CMDLINE_AGENT_PORT,
+            s.agent.port,
+            rds_protocol::CMDLINE_DISK_WAIT_MS,
+            s.disk_wait_ms,
+        );
+        VmSpec {
+            vm_id: vm.id.clone(),
+            cpu: vm.cpu,
+            mem_mb: vm.mem_mb,
+            kernel: image.kernel_path.clone().unwrap_or_default().into(),
+            initrd: image.initrd_path.clone().map(Into::into),
+            rootfs: image.rootfs_path.clone().unwrap_or_default().into(),
+            disk,
+            run_dir: storage.run_dir(&vm.id),
+            logs_dir: storage.logs_dir(&vm.id),
+            vsock_cid: vm.vsock_cid,
+            cmdline,
+            // Host networking (TAP per VM) arrives with the networking issue.
+            net: None,
+        }
+    }
+}
+
+impl From<AgentError> for Failed {
+    fn from(e: AgentError) -> Self {
+        let cause = match e {
+            AgentError::Timeout(_) => BootFailure::AgentTimeout,
+            _ => BootFailure::AgentUnreachable,
+        };
+        Failed {
+            reason: e.to_string(),
+            cause,
+            cancelled: false,
+        }
+    }
+}

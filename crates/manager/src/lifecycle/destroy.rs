@@ -1,0 +1,34 @@
+//! Destroy (`vm-lifecycle.md` §3): always accepted; cancels a create or start, kills the VMM, removes
+//! every file, then the tombstone row and the released address in one transaction.
+
+use super::{LifecycleError, VmService};
+use std::time::Duration;
+
+impl VmService {
+    pub async fn destroy(&self, id: &str) -> Result<(), LifecycleError> {
+        self.get(id).await?;
+        let _guard = self.begin_destroy(id).await;
+        let vm = self.get(id).await?;
+        let backend = &self.inner.backend;
+        let rt = self.runtime_of(&vm).unwrap_or_else(|| self.idle_runtime(id));
+        if rt.pid != 0 {
+            backend.kill(&rt).await;
+            if tokio::time::timeout(Duration::from_secs(5), backend.wait_exit(&rt))
+                .await
+                .is_err()
+            {
+                tracing::warn!(vm_id = %id, pid = rt.pid, "VMM still present 5 s after SIGKILL");
+            }
+        }
+        let mut warnings = Vec::new();
+        if let Err(e) = backend.cleanup(&rt).await {
+            warnings.push(e.to_string());
+        }
+        if let Err(e) = self.inner.storage.remove_vm(id).await {
+            warnings.push(e.to_string());
+        }
+        self.inner.db.mark_deleted(id).await?;
+        tracing::info!(vm_id = %id, ?warnings, "vm.deleted");
+        Ok(())
+    }
+}

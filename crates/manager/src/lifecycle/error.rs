@@ -1,0 +1,47 @@
+use crate::agent::AgentError;
+use crate::db::DbError;
+use crate::model::VmState;
+
+/// Why a lifecycle operation failed; `api::error` chooses the status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("VM {0} not found")]
+    NotFound(String),
+    #[error("VM must be RUNNING (state={0})")]
+    NotRunning(VmState),
+    #[error("VM {id} is busy ({op} in progress)")]
+    Busy { id: String, op: &'static str },
+    #[error("VM {0} is no longer RUNNING")]
+    NoLongerRunning(String),
+    #[error("VM quota exceeded (maxVms={0})")]
+    Quota(u64),
+    #[error("No free guest address in VM_SUBNET")]
+    NoAddress,
+    #[error("Image not found")]
+    ImageNotFound,
+    #[error("Image is missing kernel or rootfs")]
+    ImageIncomplete,
+    #[error("No default image configured; upload an image and set it as default")]
+    NoDefaultImage,
+    /// Boot or provisioning failed; the VM is left in ERROR with `lastError`.
+    #[error("VM {id} failed to start: {reason}")]
+    BootFailed {
+        id: String,
+        reason: String,
+        cause: BootFailure,
+    },
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Which kind of failure stopped a boot, for the status (500 / 502 / 504).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootFailure {
+    Host,
+    AgentUnreachable,
+    AgentTimeout,
+}

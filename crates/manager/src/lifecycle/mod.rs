@@ -1,0 +1,114 @@
+//! The VM lifecycle (`vm-lifecycle.md` §1–3): one file per operation. Knows nothing of HTTP; the API
+//! turns requests into calls here and errors into statuses.
+
+mod create;
+mod destroy;
+mod error;
+mod exec;
+mod ops;
+mod ready;
+mod watch;
+
+pub use create::CreateVm;
+pub use error::{BootFailure, LifecycleError};
+
+use crate::agent::{AgentClient, AgentConfig};
+use crate::config::Subnet;
+use crate::db::Db;
+use crate::model::VmRecord;
+use crate::storage::Storage;
+use rds_vmm::{VmRuntime, VmmBackend};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the lifecycle needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    pub agent: AgentConfig,
+    pub health_timeout: Duration,
+    pub max_vms: u64,
+    pub subnet: Subnet,
+    pub default_disk_mb: u64,
+    pub disk_wait_ms: u64,
+}
+
+#[derive(Clone)]
+pub struct VmService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    backend: Arc<dyn VmmBackend>,
+    storage: Storage,
+    settings: LifecycleSettings,
+    ops: ops::OpTable,
+    /// Serialises quota check + address allocation (SQLite cannot lock the count for us).
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+impl VmService {
+    pub fn new(db: Db, backend: Arc<dyn VmmBackend>, storage: Storage, settings: LifecycleSettings) -> Self {
+        VmService {
+            inner: Arc::new(Inner {
+                db,
+                backend,
+                storage,
+                settings,
+                ops: ops::OpTable::default(),
+                create_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn VmmBackend> {
+        &self.inner.backend
+    }
+
+    pub async fn list(&self) -> Result<Vec<VmRecord>, LifecycleError> {
+        Ok(self.inner.db.list_vms().await?)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<VmRecord, LifecycleError> {
+        self.inner
+            .db
+            .get_vm(id)
+            .await?
+            .ok_or_else(|| LifecycleError::NotFound(id.to_string()))
+    }
+
+    fn agent_for(&self, id: &str) -> AgentClient {
+        let socket = rds_vmm::agent_socket(&self.inner.storage.run_dir(id));
+        AgentClient::new(socket, self.inner.settings.agent.clone())
+    }
+
+    /// The stored VMM identity of a VM, if it has one.
+    fn runtime_of(&self, vm: &VmRecord) -> Option<VmRuntime> {
+        Some(VmRuntime {
+            vm_id: vm.id.clone(),
+            run_dir: self.inner.storage.run_dir(&vm.id),
+            logs_dir: self.inner.storage.logs_dir(&vm.id),
+            pid: vm.vmm_pid?,
+            start_time: vm.vmm_start_time?,
+            boot_id: vm.vmm_boot_id.clone()?,
+        })
+    }
+
+    /// A runtime with no process, so `cleanup` can clear a run directory when no VMM is recorded.
+    fn idle_runtime(&self, id: &str) -> VmRuntime {
+        VmRuntime {
+            vm_id: id.to_string(),
+            run_dir: self.inner.storage.run_dir(id),
+            logs_dir: self.inner.storage.logs_dir(id),
+            pid: 0,
+            start_time: 0,
+            boot_id: String::new(),
+        }
+    }
+}
+
+impl VmService {
+    pub async fn ping_db(&self) -> Result<(), LifecycleError> {
+        Ok(self.inner.db.ping().await?)
+    }
+}

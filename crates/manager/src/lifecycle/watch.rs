@@ -1,0 +1,36 @@
+//! Unexpected VMM exits (`vm-lifecycle.md` §3): a RUNNING VM whose VMM dies without a stop or destroy
+//! in progress becomes STOPPED with `lastError`; its runtime resources are removed.
+
+use super::VmService;
+use crate::model::VmState;
+use rds_vmm::VmRuntime;
+
+impl VmService {
+    pub(super) fn watch(&self, rt: VmRuntime) {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let status = svc.inner.backend.wait_exit(&rt).await;
+            // A stop or destroy in progress owns the cleanup.
+            let Ok(_guard) = svc.begin_op(&rt.vm_id, "exit") else {
+                return;
+            };
+            let still_ours = matches!(
+                svc.inner.db.get_vm(&rt.vm_id).await,
+                Ok(Some(vm)) if vm.state == VmState::Running && vm.vmm_pid == Some(rt.pid)
+            );
+            if !still_ours {
+                return;
+            }
+            let reason = format!("VMM exited unexpectedly ({status})");
+            tracing::warn!(vm_id = %rt.vm_id, %status, "vm.exited");
+            if let Err(e) = svc.inner.backend.cleanup(&rt).await {
+                tracing::warn!(vm_id = %rt.vm_id, error = %e, "cleanup after exit");
+            }
+            let db = &svc.inner.db;
+            if let Err(e) = db.set_state(&rt.vm_id, VmState::Stopped, Some(&reason)).await {
+                tracing::error!(vm_id = %rt.vm_id, error = %e, "recording VMM exit");
+            }
+            let _ = db.clear_runtime(&rt.vm_id).await;
+        });
+    }
+}

@@ -1,0 +1,175 @@
+//! Wiring at startup: checks that need I/O (`config.md` §3), then the service graph, then serving.
+
+use crate::agent::AgentConfig;
+use crate::api::{self, AppState, BackendInfo};
+use crate::config::{ConfigError, Settings};
+use crate::db::Db;
+use crate::lifecycle::{LifecycleSettings, VmService};
+use crate::storage::{CloneMode, Storage};
+use rds_vmm::select::{AccelChoice, BackendChoice, Requested};
+use std::future::Future;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct App {
+    pub router: axum::Router,
+    pub state: AppState,
+    db: Db,
+}
+
+fn cfg_err(variable: &str, reason: impl Into<String>, value: Option<&Path>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_string(),
+        reason: reason.into(),
+        value: value.map(|p| p.display().to_string()),
+    }
+}
+
+/// Builds the whole manager from validated settings; every startup check that fails is returned.
+pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
+    let mut errors = image_checks(settings);
+    let choice = BackendChoice {
+        requested: match settings.backend.vmm_backend {
+            "firecracker" => Requested::Firecracker,
+            "qemu" => Requested::Qemu,
+            _ => Requested::Auto,
+        },
+        qemu_accel: match settings.backend.qemu_accel {
+            "kvm" => AccelChoice::Kvm,
+            "tcg" => AccelChoice::Tcg,
+            _ => AccelChoice::Auto,
+        },
+        qemu_bin: settings.backend.qemu_bin.clone(),
+        vhost_vsock_bin: settings.backend.vhost_vsock_bin.clone(),
+        firecracker_bin: settings.backend.firecracker_bin.clone(),
+        jailer_bin: settings.backend.jailer_bin.clone(),
+        runas: (settings.backend.jailer_uid, settings.backend.jailer_gid),
+    };
+    let selection = match rds_vmm::select(&choice) {
+        Ok(s) => Some(s),
+        Err(errs) => {
+            errors.extend(errs.into_iter().map(|e| cfg_err(e.variable, e.reason, None)));
+            None
+        }
+    };
+    let storage = match Storage::init(&settings.storage_root, CloneMode::parse(settings.disks.clone_mode)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            errors.push(cfg_err("STORAGE_ROOT", e.to_string(), Some(&settings.storage_root)));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let (Some(selection), Some(storage)) = (selection, storage) else {
+        unreachable!("errors are empty only when both exist")
+    };
+    let variable = if settings.db.dialect == "postgres" { "DATABASE_URL" } else { "SQLITE_PATH" };
+    let db = Db::connect(&settings.db)
+        .await
+        .map_err(|e| vec![cfg_err(variable, e.to_string(), None)])?;
+    if let (Some(k), Some(r)) = (&settings.image.kernel, &settings.image.rootfs) {
+        let initrd = settings.image.initrd.as_ref().map(|p| p.to_string_lossy().into_owned());
+        db.ensure_builtin_image(&k.to_string_lossy(), initrd.as_deref(), &r.to_string_lossy())
+            .await
+            .map_err(|e| vec![cfg_err(variable, e.to_string(), None)])?;
+    }
+
+    let caps = selection.backend.capabilities().clone();
+    tracing::info!(backend = caps.kind.as_str(), accel = caps.accel.as_str(), reason = %selection.reason, "vmm backend selected");
+    if let Some(p) = &selection.kvm_probe {
+        tracing::info!("kvm probe: {p}");
+    }
+    let vs = &settings.vsock;
+    let lifecycle = LifecycleSettings {
+        agent: AgentConfig {
+            port: settings.agent_vsock_port,
+            retry_attempts: vs.retry_attempts,
+            retry_delay: Duration::from_millis(vs.retry_delay_ms),
+            timeout: Duration::from_millis(vs.timeout_ms),
+            max_json_response_bytes: vs.max_json_response_bytes,
+        },
+        health_timeout: Duration::from_millis(vs.health_timeout_ms),
+        max_vms: settings.limits.max_vms,
+        subnet: settings.vm_subnet,
+        default_disk_mb: settings.default_disk_mb(),
+        disk_wait_ms: settings.disks.overlay_device_wait_ms,
+    };
+    let vms = VmService::new(db.clone(), selection.backend.clone(), storage, lifecycle);
+    let state = AppState {
+        vms,
+        limits: Arc::new(settings.limits.clone()),
+        default_disk_mb: settings.default_disk_mb(),
+        api_key_digest: Arc::new(api::auth_digest(&settings.api_key)),
+        expose_internal_errors: settings.expose_internal_errors,
+        backend_info: Arc::new(BackendInfo {
+            backend: caps.kind.as_str(),
+            accel: caps.accel.as_str(),
+            kvm_probe: selection.kvm_probe.as_ref().map(|p| p.to_string()),
+            reason: selection.reason.clone(),
+        }),
+    };
+    Ok(App {
+        router: api::router(state.clone()),
+        state,
+        db,
+    })
+}
+
+/// `KERNEL_PATH` / `BASE_ROOTFS_PATH` / `INITRD_PATH` must be readable files of the right format.
+fn image_checks(settings: &Settings) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let checks: [(&str, Option<&Path>, fn(&[u8]) -> bool, &str); 3] = [
+        ("KERNEL_PATH", settings.image.kernel.as_deref(), is_kernel, "is not an ELF vmlinux or bzImage"),
+        ("BASE_ROOTFS_PATH", settings.image.rootfs.as_deref(), is_ext4, "is not an ext4 image"),
+        ("INITRD_PATH", settings.image.initrd.as_deref(), |_| true, ""),
+    ];
+    for (var, path, valid, what) in checks {
+        let Some(path) = path else { continue };
+        let mut head = vec![0u8; 2048];
+        match std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) {
+            Ok(n) if valid(&head[..n]) => {}
+            Ok(_) => errors.push(cfg_err(var, what, Some(path))),
+            Err(e) => errors.push(cfg_err(var, format!("cannot be read: {e}"), Some(path))),
+        }
+    }
+    errors
+}
+
+pub fn is_kernel(head: &[u8]) -> bool {
+    head.starts_with(b"\x7fELF") || head.get(0x202..0x206) == Some(b"HdrS")
+}
+
+pub fn is_ext4(head: &[u8]) -> bool {
+    head.get(1080..1082) == Some(&[0x53, 0xef])
+}
+
+/// Serves until `shutdown` resolves; in-flight requests get up to 10 s; VMs keep running.
+pub async fn serve(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        app.router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    let drain = async {
+        let _ = rx.await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = drain => tracing::warn!("in-flight requests cut off after 10 s"),
+    }
+    app.db.close().await;
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! End to end through the HTTP API with real QEMU guests: create → RUNNING → exec → destroy, and a
+//! boot that fails. At most two guests boot at once (2 cores).
+
+mod common;
+
+use common::{vm_dirs, TestManager};
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn prerequisites(test: &str) -> Option<(rds_testkit::GuestImage, String)> {
+    match rds_testkit::e2e_prerequisites() {
+        Ok(p) => Some(p),
+        Err(reason) => {
+            rds_testkit::skip(test, &reason);
+            None
+        }
+    }
+}
+
+async fn exec_ok(tm: &TestManager, id: &str, body: Value) -> Value {
+    let r = tm.exec(id, body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{body}: {}", r.json);
+    r.json
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_story() {
+    let Some((image, vhost)) = prerequisites("vm_story") else { return };
+    let tm = TestManager::start(Some(&image), &vhost, &[("MAX_VMS", "1")]).await;
+
+    let t = Instant::now();
+    let r = tm.call(Method::POST, "/v1/vms", Some(json!({"cpu": 1, "memMb": 512}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    println!("create → 201 in {:?}", t.elapsed());
+    let vm = r.json;
+    let id = vm["id"].as_str().unwrap().to_string();
+    assert_eq!(vm["state"], "RUNNING");
+    assert_eq!(vm["provisionMode"], "boot");
+    assert_eq!(vm["guestIp"], "172.16.0.2");
+    assert_eq!(vm["diskSizeMb"], 256);
+    assert_eq!(vm["peerLinks"], json!([]));
+    assert!(vm["imageId"].as_str().unwrap().starts_with("img-"));
+    let listed = tm.call(Method::GET, "/v1/vms", None).await.json;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["id"], id.as_str());
+
+    // Identity, output, exit codes.
+    let r = exec_ok(&tm, &id, json!({"cmd": "id -u; id -g; id -G"})).await;
+    assert_eq!(r["stdout"], "1000\n1000\n1000\n");
+    assert_eq!(r["exitCode"], 0);
+    let r = exec_ok(&tm, &id, json!({"cmd": "echo out; echo err >&2; exit 3"})).await;
+    assert_eq!((r["stdout"].as_str(), r["stderr"].as_str(), r["exitCode"].as_i64()), (Some("out\n"), Some("err\n"), Some(3)));
+    assert_eq!(r["timedOut"], false);
+    assert!(r["durationMs"].is_u64());
+    let r = exec_ok(&tm, &id, json!({"cmd": "pwd; echo $HOME; echo ${PORT:-unset}"})).await;
+    assert_eq!(r["stdout"], "/workspace\n/home/user\nunset\n", "cwd, home, agent env not inherited");
+    let r = exec_ok(&tm, &id, json!({"cmd": "echo \"$FOO-$BAR\"", "env": {"FOO": "a b", "BAR": "ü"}})).await;
+    assert_eq!(r["stdout"], "a b-ü\n");
+    let r = exec_ok(&tm, &id, json!({"cmd": "echo hi > /workspace/x && cat x && touch /etc/x"})).await;
+    assert_eq!(r["stdout"], "hi\n");
+    assert_ne!(r["exitCode"], 0, "uid 1000 must not write /etc");
+    let r = tm.exec(&id, json!({"cmd": "true", "cwd": "/etc"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+
+    // Timeout kills the whole group promptly and leaves nothing behind.
+    let t = Instant::now();
+    let r = exec_ok(&tm, &id, json!({"cmd": "sleep 30 & sleep 31; echo never", "timeoutMs": 1000})).await;
+    let took = t.elapsed();
+    assert_eq!(r["timedOut"], true);
+    assert_eq!(r["exitCode"], -1);
+    assert!(r["stderr"].as_str().unwrap().ends_with("Timeout exceeded\n"), "{}", r["stderr"]);
+    assert!(took < Duration::from_secs(5), "timeout took {took:?}");
+    println!("timeoutMs 1000 answered in {took:?}");
+    let r = exec_ok(&tm, &id, json!({"cmd": "ps -eo comm= | grep -c '^sleep$' || true"})).await;
+    assert_eq!(r["stdout"], "0\n", "sleep survived the timeout");
+
+    // Output caps.
+    let r = exec_ok(&tm, &id, json!({"cmd": "head -c 1500000 /dev/zero | tr '\\0' a; echo e >&2"})).await;
+    assert_eq!(r["stdoutTruncated"], true);
+    assert_eq!(r["stdout"].as_str().unwrap().len(), 1_000_000);
+    assert_eq!(r["stderrTruncated"], false);
+    assert_eq!(r["stderr"], "e\n");
+
+    // Quota: MAX_VMS=1 is reached, the second create is refused and allocates nothing.
+    let r = tm.call(Method::POST, "/v1/vms", Some(json!({"cpu": 1, "memMb": 256}))).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.json["message"], "VM quota exceeded (maxVms=1)");
+    assert_eq!(vm_dirs(&tm), vec![id.clone()]);
+
+    // Destroy leaves no process, file or row.
+    assert!(!rds_testkit::pids_matching(&id).is_empty(), "VMM processes carry the VM id");
+    let r = tm.call(Method::DELETE, &format!("/v1/vms/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
+    let gone = rds_testkit::wait_until(Duration::from_secs(5), || async {
+        rds_testkit::pids_matching(&id).is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "processes left: {:?}", rds_testkit::pids_matching(&id));
+    assert!(vm_dirs(&tm).is_empty(), "files left: {:?}", vm_dirs(&tm));
+    assert_eq!(tm.call(Method::GET, &format!("/v1/vms/{id}"), None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(tm.call(Method::DELETE, &format!("/v1/vms/{id}"), None).await.status, StatusCode::NOT_FOUND);
+    let r = tm.exec(&id, json!({"cmd": "true"})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(tm.call(Method::GET, "/v1/vms", None).await.json, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_boot_leaves_error_state_with_console_tail() {
+    let Some((image, vhost)) = prerequisites("failed_boot") else { return };
+    // A real kernel over an empty ext4: the initramfs cannot switch to rds-init, the guest panics and
+    // QEMU exits.
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.ext4");
+    std::fs::File::create(&blank).unwrap().set_len(64 << 20).unwrap();
+    let ok = std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&blank).status().unwrap();
+    assert!(ok.success());
+    let broken = rds_testkit::GuestImage { rootfs: blank, ..image };
+    let tm = TestManager::start(Some(&broken), &vhost, &[("VSOCK_HEALTH_TIMEOUT_MS", "60000")]).await;
+    let r = tm.call(Method::POST, "/v1/vms", Some(json!({"cpu": 1, "memMb": 256}))).await;
+    assert!(r.status.is_server_error(), "{} {}", r.status, r.json);
+    let msg = r.json["message"].as_str().unwrap();
+    assert!(msg.contains("failed to start"), "{msg}");
+    let vms = tm.call(Method::GET, "/v1/vms", None).await.json;
+    let vm = &vms[0];
+    assert_eq!(vm["state"], "ERROR");
+    assert!(vm["lastError"].as_str().unwrap().contains("VMM exited during boot"), "{}", vm["lastError"]);
+    let id = vm["id"].as_str().unwrap();
+    let console = tm.storage().join(format!("vms/{id}/logs/console.log"));
+    let text = std::fs::read_to_string(&console).unwrap();
+    assert!(text.contains("Linux version"), "console log kept for diagnosis");
+    assert!(rds_testkit::pids_matching(id).is_empty(), "nothing runs after a failed boot");
+    let r = tm.call(Method::DELETE, &format!("/v1/vms/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(vm_dirs(&tm).is_empty());
+}

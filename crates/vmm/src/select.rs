@@ -1,0 +1,211 @@
+//! Picks the backend once at startup (`vmm-backends.md` §2) and says why.
+
+use crate::probe::{probe_kvm, KvmProbe};
+use crate::qemu::{QemuBackend, QemuConfig};
+use crate::{Accel, VmmBackend};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    Auto,
+    Firecracker,
+    Qemu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelChoice {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendChoice {
+    pub requested: Requested,
+    pub qemu_accel: AccelChoice,
+    pub qemu_bin: String,
+    pub vhost_vsock_bin: String,
+    pub firecracker_bin: PathBuf,
+    pub jailer_bin: PathBuf,
+    /// uid:gid the VMM processes drop to.
+    pub runas: (u32, u32),
+}
+
+pub struct Selection {
+    pub backend: Arc<dyn VmmBackend>,
+    /// One line for the startup log and `/readyz`.
+    pub reason: String,
+    /// None when the probe was not run (`QEMU_ACCEL=tcg`).
+    pub kvm_probe: Option<KvmProbe>,
+}
+
+/// A selection failure, naming the configuration variable at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+pub fn select(choice: &BackendChoice) -> Result<Selection, Vec<SelectError>> {
+    let needs_probe = choice.requested != Requested::Qemu || choice.qemu_accel != AccelChoice::Tcg;
+    let probe = needs_probe.then(probe_kvm);
+    let fc_missing = firecracker_missing(choice);
+
+    let mut why_not_fc = match (&fc_missing, &probe) {
+        (Some(m), _) => m.clone(),
+        (None, Some(p)) if !p.is_usable() => format!("kvm probe: {p}"),
+        // The Firecracker backend is its own issue; until it lands QEMU serves every host.
+        _ => "the firecracker backend is not built into this release".to_string(),
+    };
+    if choice.requested == Requested::Firecracker {
+        return Err(vec![SelectError {
+            variable: "VMM_BACKEND",
+            reason: format!("firecracker cannot be used: {why_not_fc}"),
+        }]);
+    }
+
+    let mut errors = Vec::new();
+    let qemu_bin = resolve("QEMU_BIN", &choice.qemu_bin, &mut errors);
+    let vhost_bin = resolve("VHOST_VSOCK_BIN", &choice.vhost_vsock_bin, &mut errors);
+    let kvm_ok = probe.as_ref().is_some_and(KvmProbe::is_usable);
+    let accel = match choice.qemu_accel {
+        AccelChoice::Tcg => Accel::Tcg,
+        AccelChoice::Auto if kvm_ok => Accel::Kvm,
+        AccelChoice::Auto => Accel::Tcg,
+        AccelChoice::Kvm if kvm_ok => Accel::Kvm,
+        AccelChoice::Kvm => {
+            errors.push(SelectError {
+                variable: "QEMU_ACCEL",
+                reason: format!(
+                    "kvm requested but {}",
+                    probe
+                        .as_ref()
+                        .map(|p| format!("kvm probe: {p}"))
+                        .unwrap_or_default()
+                ),
+            });
+            Accel::Tcg
+        }
+    };
+    let (Some(qemu_bin), Some(vhost_vsock_bin)) = (qemu_bin, vhost_bin) else {
+        return Err(errors);
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let cfg = QemuConfig {
+        qemu_bin,
+        vhost_vsock_bin,
+        accel,
+        runas: Some(choice.runas),
+        tsc_khz: host_tsc_khz(),
+    };
+    let backend = QemuBackend::new(cfg).map_err(|e| {
+        vec![SelectError {
+            variable: "QEMU_BIN",
+            reason: e.to_string(),
+        }]
+    })?;
+    if choice.requested == Requested::Qemu {
+        why_not_fc = "VMM_BACKEND=qemu".to_string();
+    }
+    Ok(Selection {
+        backend: Arc::new(backend),
+        reason: format!(
+            "qemu ({}), firecracker not used: {why_not_fc}",
+            accel.as_str()
+        ),
+        kvm_probe: probe,
+    })
+}
+
+fn firecracker_missing(choice: &BackendChoice) -> Option<String> {
+    for (var, path) in [
+        ("FIRECRACKER_BIN", &choice.firecracker_bin),
+        ("JAILER_BIN", &choice.jailer_bin),
+    ] {
+        if !is_executable(path) {
+            return Some(format!(
+                "{var} {} is not an executable file",
+                path.display()
+            ));
+        }
+    }
+    None
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A bare name is looked up on `PATH`; anything with a slash is taken as a path.
+pub fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return is_executable(&p).then_some(p);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn resolve(variable: &'static str, name: &str, errors: &mut Vec<SelectError>) -> Option<PathBuf> {
+    let found = which(name);
+    if found.is_none() {
+        errors.push(SelectError {
+            variable,
+            reason: format!("{name} is not an executable file or not found on PATH"),
+        });
+    }
+    found
+}
+
+/// Host TSC frequency in kHz from `/proc/cpuinfo`; TCG guests hang at calibration without it.
+pub fn host_tsc_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_finds_sh_and_rejects_missing() {
+        assert!(which("sh").is_some());
+        assert!(which("no-such-binary-rds").is_none());
+        assert!(which("/nonexistent/x").is_none());
+    }
+
+    #[test]
+    fn firecracker_requested_without_binaries_names_the_variable() {
+        let choice = BackendChoice {
+            requested: Requested::Firecracker,
+            qemu_accel: AccelChoice::Auto,
+            qemu_bin: "qemu-system-x86_64".into(),
+            vhost_vsock_bin: "vhost-device-vsock".into(),
+            firecracker_bin: "/nonexistent/firecracker".into(),
+            jailer_bin: "/nonexistent/jailer".into(),
+            runas: (1234, 1234),
+        };
+        let err = select(&choice).err().unwrap();
+        assert_eq!(err[0].variable, "VMM_BACKEND");
+        assert!(
+            err[0].reason.contains("FIRECRACKER_BIN"),
+            "{}",
+            err[0].reason
+        );
+    }
+}
