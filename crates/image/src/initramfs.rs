@@ -40,7 +40,9 @@ exec switch_root /newroot "$init"
 
 /// Builds `out` (cpio) from a staging tree at `stage`.
 pub fn build(kernel_root: &Path, kernel: &Kernel, stage: &Path, out: &Path) -> Result<usize> {
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "newroot", "etc"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "newroot", "etc",
+    ] {
         fs::create_dir_all(stage.join(d))?;
     }
     fs::copy(BUSYBOX, stage.join("bin/busybox")).context("copy busybox (busybox-static)")?;
@@ -51,8 +53,12 @@ pub fn build(kernel_root: &Path, kernel: &Kernel, stage: &Path, out: &Path) -> R
             symlink("/bin/busybox", &link).with_context(|| format!("link {applet}"))?;
         }
     }
-    run(Command::new("mknod").arg(stage.join("dev/console")).args(["c", "5", "1"]))?;
-    run(Command::new("mknod").arg(stage.join("dev/null")).args(["c", "1", "3"]))?;
+    run(Command::new("mknod")
+        .arg(stage.join("dev/console"))
+        .args(["c", "5", "1"]))?;
+    run(Command::new("mknod")
+        .arg(stage.join("dev/null"))
+        .args(["c", "1", "3"]))?;
 
     let modules = resolve_modules(kernel_root, kernel)?;
     for rel in &modules {
@@ -66,7 +72,10 @@ pub fn build(kernel_root: &Path, kernel: &Kernel, stage: &Path, out: &Path) -> R
 
     sh(
         stage,
-        &format!("find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 > {}", quote(out)),
+        &format!(
+            "find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 > {}",
+            quote(out)
+        ),
     )?;
     Ok(modules.len())
 }
@@ -76,10 +85,12 @@ fn resolve_modules(kernel_root: &Path, kernel: &Kernel) -> Result<Vec<String>> {
     let prefix = format!("{}/", kernel_root.display());
     let mut files: Vec<String> = Vec::new();
     for name in INITRAMFS_MODULES {
-        let out = run(Command::new("modprobe")
-            .arg("-d")
-            .arg(kernel_root)
-            .args(["-S", &kernel.release, "--show-depends", name]))?;
+        let out = run(Command::new("modprobe").arg("-d").arg(kernel_root).args([
+            "-S",
+            &kernel.release,
+            "--show-depends",
+            name,
+        ]))?;
         for line in out.lines() {
             let Some(path) = line.trim().strip_prefix("insmod ") else {
                 continue; // "builtin <name>"

@@ -18,10 +18,17 @@ const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
 pub fn unpack(deb: &Path, dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     fs::create_dir_all(dir)?;
     run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir))?;
-    run(Command::new("depmod").arg("-b").arg(dir).arg(&kernel.release))?;
+    run(Command::new("depmod")
+        .arg("-b")
+        .arg(dir)
+        .arg(&kernel.release))?;
     let modules = dir.join("lib/modules").join(&kernel.release);
     if !modules.is_dir() {
-        bail!("{} missing after unpacking {}", modules.display(), deb.display());
+        bail!(
+            "{} missing after unpacking {}",
+            modules.display(),
+            deb.display()
+        );
     }
     Ok(modules)
 }
@@ -40,7 +47,10 @@ pub fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<()> {
         }
     }
     let _ = fs::remove_file(out);
-    bail!("no LZ4 stream in {} decompresses to an ELF image", bzimage.display())
+    bail!(
+        "no LZ4 stream in {} decompresses to an ELF image",
+        bzimage.display()
+    )
 }
 
 /// `lz4 -dc` of `input` into `out`; true if the result starts with the ELF

@@ -68,13 +68,16 @@ fn build(agent: &Path, init: &Path, cache: &Path, out_root: &Path) -> Result<Pat
         }
     }
     p.step("resolving the kernel package");
-    let kernel = recipe::resolve_kernel()?;
+    let kernel = recipe::resolve_kernel_cached(cache)?;
     let mirror = recipe::debian_mirror();
     let agent_sha = recipe::sha256_file(agent)?;
     let init_sha = recipe::sha256_file(init)?;
     let key = recipe::image_key(&mirror, &kernel, &agent_sha, &init_sha);
     let dest = out_root.join(&key);
-    p.step(format!("kernel {} ({}), image key {key}", kernel.release, kernel.version));
+    p.step(format!(
+        "kernel {} ({}), image key {key}",
+        kernel.release, kernel.version
+    ));
     fs::create_dir_all(out_root)?;
     if dest.join("manifest.json").is_file() {
         point_current(out_root, &key)?;
@@ -82,11 +85,26 @@ fn build(agent: &Path, init: &Path, cache: &Path, out_root: &Path) -> Result<Pat
         return Ok(dest);
     }
 
-    let work = cache.join("work").join(format!("{key}-{}", std::process::id()));
+    let work = cache
+        .join("work")
+        .join(format!("{key}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
-    let result = assemble(&p, cache, out_root, &work, &key, &kernel, &mirror, [agent, init], [&agent_sha, &init_sha]);
+    let result = assemble(
+        &p,
+        cache,
+        out_root,
+        &work,
+        &key,
+        &kernel,
+        &mirror,
+        [agent, init],
+        [&agent_sha, &init_sha],
+    );
     let _ = fs::remove_dir_all(&work);
+    if result.is_err() {
+        let _ = fs::remove_dir_all(out_root.join(format!(".tmp-{key}-{}", std::process::id())));
+    }
     result?;
     point_current(out_root, &key)?;
     p.step(format!("done: {}", dest.display()));
@@ -118,7 +136,9 @@ fn assemble(
     let kroot = work.join("kernel");
     let modules = kernel::unpack(&dl.kernel_deb, &kroot, kernel)?;
     p.step("extracting vmlinux");
-    let vmlinuz = kroot.join("boot").join(format!("vmlinuz-{}", kernel.release));
+    let vmlinuz = kroot
+        .join("boot")
+        .join(format!("vmlinuz-{}", kernel.release));
     kernel::extract_vmlinux(&vmlinuz, &tmp.join("vmlinux"))?;
     p.step("building the initramfs");
     let n = initramfs::build(&kroot, kernel, &work.join("initramfs"), &tmp.join("initrd"))?;
@@ -155,10 +175,16 @@ fn assemble(
     for f in ["vmlinux", "initrd", "rootfs.ext4"] {
         fs::set_permissions(tmp.join(f), fs::Permissions::from_mode(0o444))?;
     }
-    fs::write(tmp.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    fs::write(
+        tmp.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )?;
     let dest = out_root.join(key);
     fs::rename(&tmp, &dest).with_context(|| format!("rename to {}", dest.display()))?;
-    p.step(format!("node {}, npm {}, {}", versions.node, versions.npm, versions.deno));
+    p.step(format!(
+        "node {}, npm {}, deno {}",
+        versions.node, versions.npm, versions.deno
+    ));
     Ok(())
 }
 

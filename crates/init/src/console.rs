@@ -8,7 +8,11 @@ use std::os::fd::AsRawFd;
 /// Points stdin at `/dev/null` and stdout/stderr at `/dev/console` (best effort:
 /// the kernel may have started us without a console).
 pub fn attach() {
-    if let Ok(con) = OpenOptions::new().read(true).write(true).open("/dev/console") {
+    if let Ok(con) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
         let fd = con.as_raw_fd();
         // SAFETY: dup2 on valid descriptors; the File stays open until the end of scope.
         unsafe {

@@ -58,7 +58,13 @@ impl<T> Context<T> for io::Result<T> {
     }
 }
 
-fn mnt(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), MountError> {
+fn mnt(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), MountError> {
     mount(Some(src), target, Some(fstype), flags, data).what(format!("mount {fstype} on {target}"))
 }
 
@@ -85,11 +91,29 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
 /// initramfs moved one there, cgroup2 on `/sys/fs/cgroup`.
 pub fn kernel_filesystems() -> Result<(), MountError> {
     if !is_mountpoint("/dev") {
-        mnt("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755"))?;
+        mnt(
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        )?;
     }
-    mnt("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, Some("hidepid=invisible"))?;
+    mnt(
+        "proc",
+        "/proc",
+        "proc",
+        NOSUID_NODEV_NOEXEC,
+        Some("hidepid=invisible"),
+    )?;
     mnt("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, None)?;
-    mnt("cgroup2", "/sys/fs/cgroup", "cgroup2", NOSUID_NODEV_NOEXEC, None)?;
+    mnt(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )?;
     Ok(())
 }
 
@@ -111,30 +135,66 @@ pub fn wait_for_disk(wait_ms: u64) -> bool {
 /// root) under a scratch tmpfs, pivots into the overlay, puts a root-only
 /// tmpfs on `/run` with the disk kept at [`DISK_MOUNT`], and detaches the old root.
 pub fn overlay_root() -> Result<(), MountError> {
-    mnt("tmpfs", SCRATCH, "tmpfs", NOSUID_NODEV_NOEXEC, Some("mode=0700"))?;
+    mnt(
+        "tmpfs",
+        SCRATCH,
+        "tmpfs",
+        NOSUID_NODEV_NOEXEC,
+        Some("mode=0700"),
+    )?;
     let disk = format!("{SCRATCH}/rds-disk");
     mkdir(&disk, 0o700)?;
-    mnt(WRITABLE_DISK, &disk, "ext4", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None)?;
+    mnt(
+        WRITABLE_DISK,
+        &disk,
+        "ext4",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None,
+    )?;
     mkdir(&format!("{disk}/upper"), 0o755)?;
     mkdir(&format!("{disk}/work"), 0o700)?;
     mkdir(NEW_ROOT, 0o755)?;
     let opts = format!("lowerdir=/,upperdir={disk}/upper,workdir={disk}/work");
-    mnt("overlay", NEW_ROOT, "overlay", MsFlags::empty(), Some(&opts))?;
+    mnt(
+        "overlay",
+        NEW_ROOT,
+        "overlay",
+        MsFlags::empty(),
+        Some(&opts),
+    )?;
 
     pivot_root(NEW_ROOT, format!("{NEW_ROOT}{OLD_ROOT}").as_str()).what("pivot_root")?;
     std::env::set_current_dir("/").what("chdir /")?;
 
     for fs in ["/dev", "/proc", "/sys"] {
         let old = format!("{OLD_ROOT}{fs}");
-        mount(Some(old.as_str()), fs, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .what(format!("move {old} to {fs}"))?;
+        mount(
+            Some(old.as_str()),
+            fs,
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .what(format!("move {old} to {fs}"))?;
     }
     // Step 5 (first half): /run, root-owned 0755, so uid 1000 cannot write.
-    mnt("tmpfs", "/run", "tmpfs", NOSUID_NODEV_NOEXEC, Some("mode=0755"))?;
+    mnt(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        NOSUID_NODEV_NOEXEC,
+        Some("mode=0755"),
+    )?;
     mkdir(DISK_MOUNT, 0o700)?;
     let old_disk = format!("{OLD_ROOT}{disk}");
-    mount(Some(old_disk.as_str()), DISK_MOUNT, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-        .what(format!("move {old_disk} to {DISK_MOUNT}"))?;
+    mount(
+        Some(old_disk.as_str()),
+        DISK_MOUNT,
+        None::<&str>,
+        MsFlags::MS_MOVE,
+        None::<&str>,
+    )
+    .what(format!("move {old_disk} to {DISK_MOUNT}"))?;
     umount2(OLD_ROOT, MntFlags::MNT_DETACH).what(format!("detach old root {OLD_ROOT}"))?;
     Ok(())
 }
@@ -146,20 +206,33 @@ pub fn workspace() -> Result<(), MountError> {
     if !Path::new(WORKSPACE).exists() {
         mkdir(WORKSPACE, 0o755)?;
         chown(WORKSPACE, uid, gid).what(format!("chown {WORKSPACE}"))?;
-        fs::set_permissions(WORKSPACE, fs::Permissions::from_mode(0o755)).what("chmod /workspace")?;
+        fs::set_permissions(WORKSPACE, fs::Permissions::from_mode(0o755))
+            .what("chmod /workspace")?;
     }
     if !Path::new(HOME).exists() {
         mkdir(HOME, 0o755)?;
         chown(HOME, uid, gid).what(format!("chown {HOME}"))?;
     }
-    mount(Some(WORKSPACE), HOME, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .what(format!("bind {WORKSPACE} on {HOME}"))
+    mount(
+        Some(WORKSPACE),
+        HOME,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .what(format!("bind {WORKSPACE} on {HOME}"))
 }
 
 /// Step 5 (second half): `/dev/shm` as a root-owned 0755 tmpfs.
 pub fn dev_shm() -> Result<(), MountError> {
     mkdir("/dev/shm", 0o755)?;
-    mnt("tmpfs", "/dev/shm", "tmpfs", NOSUID_NODEV_NOEXEC, Some("mode=0755"))
+    mnt(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        NOSUID_NODEV_NOEXEC,
+        Some("mode=0755"),
+    )
 }
 
 /// Shutdown: remounts the overlay root and then the writable disk read-only.

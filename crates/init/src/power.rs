@@ -22,7 +22,8 @@ fn power_buttons() -> Vec<PathBuf> {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("event"))
         .filter(|e| {
-            fs::read_to_string(e.path().join("device/name")).is_ok_and(|n| n.trim() == "Power Button")
+            fs::read_to_string(e.path().join("device/name"))
+                .is_ok_and(|n| n.trim() == "Power Button")
         })
         .map(|e| PathBuf::from("/dev/input").join(e.file_name()))
         .collect();

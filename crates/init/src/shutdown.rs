@@ -51,7 +51,12 @@ fn remaining() -> Vec<String> {
         .map(|pid| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             let field = |k: &str| {
-                status.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("").trim().to_string()
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
             };
             format!("{}({pid}, blocked {})", field("Name:"), field("SigBlk:"))
         })

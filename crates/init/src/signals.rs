@@ -10,7 +10,12 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Sigmas
 /// SIGCHLD plus the shutdown signals: SIGTERM, SIGINT (Ctrl-Alt-Del), SIGPWR (power button).
 pub fn set() -> SigSet {
     let mut s = SigSet::empty();
-    for sig in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGPWR] {
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGPWR,
+    ] {
         s.add(sig);
     }
     s
@@ -20,7 +25,11 @@ extern "C" fn noop(_: libc::c_int) {}
 
 /// Installs handlers and blocks the set; call before any thread starts.
 pub fn block() -> nix::Result<()> {
-    let action = SigAction::new(SigHandler::Handler(noop), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(noop),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in set().iter() {
         // SAFETY: the handler is async-signal-safe (it does nothing).
         unsafe { sigaction(sig, &action)? };

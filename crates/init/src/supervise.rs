@@ -37,7 +37,8 @@ impl Agent {
             .current_dir("/")
             .stdin(Stdio::null());
         // SAFETY: only async-signal-safe calls between fork and exec.
-        let child = unsafe { child.pre_exec(|| signals::unblock_all().map_err(Into::into)) }.spawn();
+        let child =
+            unsafe { child.pre_exec(|| signals::unblock_all().map_err(Into::into)) }.spawn();
         match child {
             Ok(c) => {
                 log!("agent started (pid {}, PORT={})", c.id(), self.port);
@@ -85,7 +86,10 @@ fn describe(status: WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("exit status {code}"),
         WaitStatus::Signaled(_, sig, core) => {
-            format!("killed by {sig}{}", if core { " (core dumped)" } else { "" })
+            format!(
+                "killed by {sig}{}",
+                if core { " (core dumped)" } else { "" }
+            )
         }
         other => format!("{other:?}"),
     }

@@ -249,6 +249,15 @@ fn console(vm: &VmRuntime) -> String {
     std::fs::read_to_string(vm.logs_dir.join(rds_vmm::LOG_CONSOLE)).unwrap_or_default()
 }
 
+/// The last `max` bytes of `s`, cut at a character boundary.
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
 fn assert_gone(vm: &VmRuntime) {
     let left = processes_of(vm);
     assert!(left.is_empty(), "processes of the VM remain: {left:?}");
@@ -303,11 +312,11 @@ async fn boots_answers_health_and_shuts_down() {
     if t_health.is_none() {
         // The agent is optional for this crate; the guest must at least have reached rds-init.
         let con = console(&vm);
-        println!("console.log tail:\n{}", &con[con.len().saturating_sub(3000)..]);
+        println!("console.log tail:\n{}", tail(&con, 3000));
         assert!(
             con.contains("rds-init"),
             "console shows no rds-init:\n{}",
-            &con[con.len().saturating_sub(4000)..]
+            tail(&con, 4000)
         );
         if std::env::var("RDS_REQUIRE_E2E").as_deref() == Ok("1") {
             panic!("RDS_REQUIRE_E2E=1 but the agent did not answer /health");
@@ -521,7 +530,6 @@ async fn launch_control_and_kill_with_a_halting_kernel() {
     let stderr = std::fs::read_to_string(vm.logs_dir.join(rds_vmm::LOG_VMM_STDERR)).unwrap();
     println!("vmm.stderr.log:\n{stderr}");
     let log = std::fs::read_to_string(vm.logs_dir.join(rds_vmm::LOG_VMM)).unwrap();
-    println!("vmm.log:\n{log}");
     for cmd in ["qmp_capabilities", "stop", "cont", "system_powerdown"] {
         assert!(
             log.contains(&format!("\"{cmd}\"")),

@@ -1,5 +1,9 @@
 //! On-disk layout under `STORAGE_ROOT` (`vm-lifecycle.md` §5): per-VM directories, writable disks
 //! cloned from a blank journaled ext4 made once per size, never per VM.
+//!
+//! `STORAGE_ROOT`, `vms/` and `vms/<id>/` are 0711 rather than the spec's 0700: the VMM's helper
+//! processes run as `JAILER_UID` from the start and must traverse to the run directory they own.
+//! Nobody but root can list or read these directories (docs/decisions.md).
 
 mod clone;
 
@@ -9,6 +13,9 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Mutex;
+
+/// Directories the VMM uid must pass through but not read.
+const TRAVERSE_ONLY: u32 = 0o711;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -43,8 +50,10 @@ impl Storage {
         for dir in [root.to_path_buf(), root.join("vms"), root.join("cache/blank"), root.join("tmp")] {
             b.create(&dir).map_err(io("create", &dir))?;
         }
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("chmod", root))?;
+        for dir in [root.to_path_buf(), root.join("vms")] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(TRAVERSE_ONLY))
+                .map_err(io("chmod", &dir))?;
+        }
         Ok(Storage {
             root: root.to_path_buf(),
             mode,
@@ -75,12 +84,14 @@ impl Storage {
     /// Makes `vms/<id>/` with `logs/` and a writable disk of `size_mb` cloned from the blank cache.
     pub async fn create_vm_disk(&self, id: &str, size_mb: u64) -> Result<PathBuf, StorageError> {
         let blank = self.blank_disk(size_mb).await?;
-        let logs = self.logs_dir(id);
+        let (vm_dir, logs) = (self.vm_dir(id), self.logs_dir(id));
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&logs)
             .map_err(io("create", &logs))?;
+        std::fs::set_permissions(&vm_dir, std::fs::Permissions::from_mode(TRAVERSE_ONLY))
+            .map_err(io("chmod", &vm_dir))?;
         let disk = self.disk_path(id);
         let (mode, src, dst) = (self.mode, blank.clone(), disk.clone());
         tokio::task::spawn_blocking(move || clone_file(&src, &dst, mode))

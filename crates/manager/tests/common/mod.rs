@@ -29,6 +29,9 @@ impl TestManager {
     /// A manager over `image` (or none) with `extra` settings on top of test defaults.
     pub async fn start(image: Option<&GuestImage>, vhost: &str, extra: &[(&str, &str)]) -> TestManager {
         let dir = tempfile::tempdir().expect("tempdir");
+        // The VMM's helpers run as JAILER_UID and must traverse to their run directory.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let mut env: HashMap<String, String> = [
             ("API_KEY", KEY),
             ("ADMIN_EMAIL", "admin@example.com"),

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the manager and its tests need on Debian 12, idempotently: apt packages, and
+# vhost-device-vsock (crates.io) into a cache outside the clone. Prints the helper's path last.
+set -euo pipefail
+
+CACHE=${RDS_CACHE_DIR:-/var/cache/run-dat-sheesh}
+VHOST_VERSION=0.3.0
+VHOST_ROOT="$CACHE/tools/vhost-device-vsock-$VHOST_VERSION"
+PACKAGES=(qemu-system-x86 busybox-static socat debootstrap kmod cpio lz4 xfsprogs btrfs-progs
+  nftables e2fsprogs unzip procps python3-pip)
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "apt: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+else
+  log "apt: all packages present"
+fi
+command -v npm >/dev/null || { log "apt: installing npm"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >&2; }
+
+if [[ ! -x "$VHOST_ROOT/bin/vhost-device-vsock" ]]; then
+  log "cargo: installing vhost-device-vsock $VHOST_VERSION (about 2 minutes)"
+  cargo install --locked --quiet vhost-device-vsock --version "$VHOST_VERSION" --root "$VHOST_ROOT" >&2
+else
+  log "vhost-device-vsock $VHOST_VERSION present"
+fi
+echo "$VHOST_ROOT/bin/vhost-device-vsock"

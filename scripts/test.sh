@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's test command: installs dependencies, builds the guest image (cached), then lints
+# and runs every test, including end-to-end tests that boot real QEMU guests.
+# RDS_REQUIRE_E2E=1 (set by CI) turns a missing prerequisite into a failure instead of a skip.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+vhost=$(scripts/install-deps.sh | tail -n 1)
+image=$(scripts/build-image.sh | tail -n 1)
+
+echo "[test] cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "[test] cargo clippy -D warnings" >&2
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "[test] cargo test (image: $image)" >&2
+RDS_TEST_IMAGE_DIR="$image" VHOST_VSOCK_BIN="$vhost" cargo test --workspace -- --nocapture
