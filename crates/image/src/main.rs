@@ -149,6 +149,7 @@ fn assemble(
     rootfs::extract(&base, &root)?;
     p.step("adding user, modules, runtimes, agent and init");
     rootfs::add_user(&root)?;
+    rootfs::keep_path_in_profile(&root)?;
     rootfs::add_modules(&root, &modules)?;
     let versions = runtimes::install_all(&root, &dl, &work.join("runtimes"))?;
     rootfs::install(agent, &root.join("usr/local/sbin/rds-agent"), 0o700)?;

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::cmd::run;
 use crate::initramfs::INIT_SCRIPT;
 
-pub const RECIPE_VERSION: &str = "2";
+pub const RECIPE_VERSION: &str = "3";
 /// Bump when the debootstrap step or its cleanup changes (re-runs debootstrap).
 pub const BASE_RECIPE_VERSION: &str = "1";
 pub const SUITE: &str = "bookworm";

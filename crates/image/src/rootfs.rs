@@ -93,6 +93,24 @@ pub fn add_user(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Debian's /etc/profile overwrites PATH for non-root users, which would undo the PATH the agent
+/// gives every sandboxed `bash -lc` (agent.md §5). Keep the caller's PATH when one is set.
+pub fn keep_path_in_profile(root: &Path) -> Result<()> {
+    let profile = root.join("etc/profile");
+    let text = fs::read_to_string(&profile)?;
+    let patched = text.replacen(
+        "if [ \"$(id -u)\" -eq 0 ]; then",
+        "if [ -n \"${PATH:-}\" ]; then\n  :\nelif [ \"$(id -u)\" -eq 0 ]; then",
+        1,
+    );
+    anyhow::ensure!(
+        patched != text,
+        "unexpected /etc/profile: PATH block not found"
+    );
+    fs::write(&profile, patched)?;
+    Ok(())
+}
+
 /// Copies the kernel's modules to /lib/modules/<release> (nf_tables and the
 /// like are loaded from there later).
 pub fn add_modules(root: &Path, modules: &Path) -> Result<()> {

@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 const KEY: &str = "bench-key-0123456789abcdef";
 
 async fn call(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let data = body.map(|b| b.to_string()).unwrap_or_default();
     let req = http::Request::builder()
@@ -30,7 +34,10 @@ async fn call(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16,
     let resp = tx.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -57,8 +64,14 @@ async fn main() {
             return;
         }
     };
-    let boots: usize = std::env::var("RDS_BENCH_BOOTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let execs: usize = std::env::var("RDS_BENCH_EXECS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let boots: usize = std::env::var("RDS_BENCH_BOOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let execs: usize = std::env::var("RDS_BENCH_EXECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -85,7 +98,10 @@ async fn main() {
     }
     let mut manager = cmd.spawn().expect("start manager");
     let up = rds_testkit::wait_until(Duration::from_secs(30), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
     })
     .await;
     assert!(up.is_some(), "manager did not start");
@@ -96,11 +112,23 @@ async fn main() {
     let (mut to_201, mut to_exec) = (Vec::new(), Vec::new());
     for _ in 0..boots {
         let t = Instant::now();
-        let (s, vm) = call(port, "POST", "/v1/vms", Some(json!({"cpu": 1, "memMb": 512}))).await;
+        let (s, vm) = call(
+            port,
+            "POST",
+            "/v1/vms",
+            Some(json!({"cpu": 1, "memMb": 512})),
+        )
+        .await;
         assert_eq!(s, 201, "{vm}");
         to_201.push(t.elapsed().as_secs_f64());
         let id = vm["id"].as_str().unwrap().to_string();
-        let (s, _) = call(port, "POST", &format!("/v1/vms/{id}/exec"), Some(json!({"cmd": "true"}))).await;
+        let (s, _) = call(
+            port,
+            "POST",
+            &format!("/v1/vms/{id}/exec"),
+            Some(json!({"cmd": "true"})),
+        )
+        .await;
         assert_eq!(s, 200);
         to_exec.push(t.elapsed().as_secs_f64());
         call(port, "DELETE", &format!("/v1/vms/{id}"), None).await;
@@ -109,7 +137,13 @@ async fn main() {
     // Two running VMs: exec round trips through the manager and raw vsock to the agent.
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let (s, vm) = call(port, "POST", "/v1/vms", Some(json!({"cpu": 1, "memMb": 512}))).await;
+        let (s, vm) = call(
+            port,
+            "POST",
+            "/v1/vms",
+            Some(json!({"cpu": 1, "memMb": 512})),
+        )
+        .await;
         assert_eq!(s, 201, "{vm}");
         ids.push(vm["id"].as_str().unwrap().to_string());
     }
@@ -118,7 +152,13 @@ async fn main() {
     let mut rt = Vec::new();
     for _ in 0..execs {
         let t = Instant::now();
-        let (s, _) = call(port, "POST", &format!("/v1/vms/{}/exec", ids[0]), Some(json!({"cmd": "true"}))).await;
+        let (s, _) = call(
+            port,
+            "POST",
+            &format!("/v1/vms/{}/exec", ids[0]),
+            Some(json!({"cmd": "true"})),
+        )
+        .await;
         assert_eq!(s, 200);
         rt.push(t.elapsed().as_secs_f64() * 1000.0);
     }
@@ -145,10 +185,26 @@ async fn main() {
     let _ = manager.wait();
 
     println!("vm_bench (QEMU TCG, 1 vCPU / 512 MiB, {boots} boots, {execs} calls)");
-    println!("create -> 201           p50 {:.2} s  p90 {:.2} s", pct(&mut to_201.clone(), 0.5), pct(&mut to_201, 0.9));
-    println!("create -> first exec    p50 {:.2} s  p90 {:.2} s", pct(&mut to_exec.clone(), 0.5), pct(&mut to_exec, 0.9));
-    println!("exec `true` via API     p50 {:.2} ms p90 {:.2} ms", pct(&mut rt.clone(), 0.5), pct(&mut rt, 0.9));
-    println!("raw vsock GET /health   p50 {:.2} ms p90 {:.2} ms", pct(&mut raw.clone(), 0.5), pct(&mut raw, 0.9));
+    println!(
+        "create -> 201           p50 {:.2} s  p90 {:.2} s",
+        pct(&mut to_201.clone(), 0.5),
+        pct(&mut to_201, 0.9)
+    );
+    println!(
+        "create -> first exec    p50 {:.2} s  p90 {:.2} s",
+        pct(&mut to_exec.clone(), 0.5),
+        pct(&mut to_exec, 0.9)
+    );
+    println!(
+        "exec `true` via API     p50 {:.2} ms p90 {:.2} ms",
+        pct(&mut rt.clone(), 0.5),
+        pct(&mut rt, 0.9)
+    );
+    println!(
+        "raw vsock GET /health   p50 {:.2} ms p90 {:.2} ms",
+        pct(&mut raw.clone(), 0.5),
+        pct(&mut raw, 0.9)
+    );
     println!("manager RSS idle        {idle_rss:.1} MiB");
     println!("manager RSS with 2 VMs  {two_vm_rss:.1} MiB");
 }

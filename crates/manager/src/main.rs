@@ -36,7 +36,10 @@ async fn main() -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("config error: PORT: cannot bind {addr}: {e} (got \"{}\")", settings.port);
+            eprintln!(
+                "config error: PORT: cannot bind {addr}: {e} (got \"{}\")",
+                settings.port
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -51,7 +54,9 @@ async fn main() -> ExitCode {
 
 fn init_tracing(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::new(&settings.rust_log);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),

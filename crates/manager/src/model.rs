@@ -115,7 +115,9 @@ mod tests {
         assert!(!Deleted.can_become(Deleted));
         assert!(!Running.can_become(Starting));
         assert!(!Stopped.can_become(Running));
-        for s in [Created, Starting, Running, Stopping, Stopped, Error, Deleted] {
+        for s in [
+            Created, Starting, Running, Stopping, Stopped, Error, Deleted,
+        ] {
             assert_eq!(super::VmState::parse(s.as_str()), Some(s));
         }
     }

@@ -50,14 +50,24 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
     let selection = match rds_vmm::select(&choice) {
         Ok(s) => Some(s),
         Err(errs) => {
-            errors.extend(errs.into_iter().map(|e| cfg_err(e.variable, e.reason, None)));
+            errors.extend(
+                errs.into_iter()
+                    .map(|e| cfg_err(e.variable, e.reason, None)),
+            );
             None
         }
     };
-    let storage = match Storage::init(&settings.storage_root, CloneMode::parse(settings.disks.clone_mode)) {
+    let storage = match Storage::init(
+        &settings.storage_root,
+        CloneMode::parse(settings.disks.clone_mode),
+    ) {
         Ok(s) => Some(s),
         Err(e) => {
-            errors.push(cfg_err("STORAGE_ROOT", e.to_string(), Some(&settings.storage_root)));
+            errors.push(cfg_err(
+                "STORAGE_ROOT",
+                e.to_string(),
+                Some(&settings.storage_root),
+            ));
             None
         }
     };
@@ -67,15 +77,27 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
     let (Some(selection), Some(storage)) = (selection, storage) else {
         unreachable!("errors are empty only when both exist")
     };
-    let variable = if settings.db.dialect == "postgres" { "DATABASE_URL" } else { "SQLITE_PATH" };
+    let variable = if settings.db.dialect == "postgres" {
+        "DATABASE_URL"
+    } else {
+        "SQLITE_PATH"
+    };
     let db = Db::connect(&settings.db)
         .await
         .map_err(|e| vec![cfg_err(variable, e.to_string(), None)])?;
     if let (Some(k), Some(r)) = (&settings.image.kernel, &settings.image.rootfs) {
-        let initrd = settings.image.initrd.as_ref().map(|p| p.to_string_lossy().into_owned());
-        db.ensure_builtin_image(&k.to_string_lossy(), initrd.as_deref(), &r.to_string_lossy())
-            .await
-            .map_err(|e| vec![cfg_err(variable, e.to_string(), None)])?;
+        let initrd = settings
+            .image
+            .initrd
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned());
+        db.ensure_builtin_image(
+            &k.to_string_lossy(),
+            initrd.as_deref(),
+            &r.to_string_lossy(),
+        )
+        .await
+        .map_err(|e| vec![cfg_err(variable, e.to_string(), None)])?;
     }
 
     let caps = selection.backend.capabilities().clone();
@@ -122,10 +144,26 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
 /// `KERNEL_PATH` / `BASE_ROOTFS_PATH` / `INITRD_PATH` must be readable files of the right format.
 fn image_checks(settings: &Settings) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    let checks: [(&str, Option<&Path>, fn(&[u8]) -> bool, &str); 3] = [
-        ("KERNEL_PATH", settings.image.kernel.as_deref(), is_kernel, "is not an ELF vmlinux or bzImage"),
-        ("BASE_ROOTFS_PATH", settings.image.rootfs.as_deref(), is_ext4, "is not an ext4 image"),
-        ("INITRD_PATH", settings.image.initrd.as_deref(), |_| true, ""),
+    type Check<'a> = (&'a str, Option<&'a Path>, fn(&[u8]) -> bool, &'a str);
+    let checks: [Check; 3] = [
+        (
+            "KERNEL_PATH",
+            settings.image.kernel.as_deref(),
+            is_kernel,
+            "is not an ELF vmlinux or bzImage",
+        ),
+        (
+            "BASE_ROOTFS_PATH",
+            settings.image.rootfs.as_deref(),
+            is_ext4,
+            "is not an ext4 image",
+        ),
+        (
+            "INITRD_PATH",
+            settings.image.initrd.as_deref(),
+            |_| true,
+            "",
+        ),
     ];
     for (var, path, valid, what) in checks {
         let Some(path) = path else { continue };
@@ -156,7 +194,8 @@ pub async fn serve(
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,
-        app.router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app.router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;

@@ -22,7 +22,14 @@ async fn manager() -> Option<TestManager> {
     }
     // The image is not booted here; any readable kernel/ext4 pair would do, so use the real one if built.
     let image = rds_testkit::guest_image().ok();
-    Some(TestManager::start(image.as_ref(), &vhost, &[("MAX_CPU", "4"), ("MAX_MEM_MB", "2048")]).await)
+    Some(
+        TestManager::start(
+            image.as_ref(),
+            &vhost,
+            &[("MAX_CPU", "4"), ("MAX_MEM_MB", "2048")],
+        )
+        .await,
+    )
 }
 
 #[tokio::test]
@@ -32,10 +39,17 @@ async fn auth_and_routing() {
     let r = tm.send(no_key("/v1/vms")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json, json!({"message": "Unauthorized"}));
-    let wrong = Request::builder().uri("/v1/vms").header("x-api-key", "nope").body(Body::empty()).unwrap();
+    let wrong = Request::builder()
+        .uri("/v1/vms")
+        .header("x-api-key", "nope")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(tm.send(wrong).await.status, StatusCode::UNAUTHORIZED);
     // Unknown /v1 path: 401 without a key, 404 with one.
-    assert_eq!(tm.send(no_key("/v1/nothing-here")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        tm.send(no_key("/v1/nothing-here")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let r = tm.call(Method::GET, "/v1/nothing-here", None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json["message"], "Not Found");
@@ -63,12 +77,30 @@ async fn auth_and_routing() {
 async fn bad_creates_change_nothing() {
     let Some(tm) = manager().await else { return };
     let cases = [
-        (json!({"cpu": 0, "memMb": 256}), "cpu must be an integer between 1 and 4"),
-        (json!({"cpu": 1.5, "memMb": 256}), "cpu must be an integer between 1 and 4"),
-        (json!({"cpu": "2", "memMb": 256}), "cpu must be an integer between 1 and 4"),
-        (json!({"cpu": 5, "memMb": 256}), "cpu must be an integer between 1 and 4"),
-        (json!({"cpu": 1, "memMb": 64}), "memMb must be an integer between 128 and 2048"),
-        (json!({"cpu": 1, "memMb": 256, "allowIps": ["abc"]}), "allowIps entry 'abc' is not an IP address or CIDR"),
+        (
+            json!({"cpu": 0, "memMb": 256}),
+            "cpu must be an integer between 1 and 4",
+        ),
+        (
+            json!({"cpu": 1.5, "memMb": 256}),
+            "cpu must be an integer between 1 and 4",
+        ),
+        (
+            json!({"cpu": "2", "memMb": 256}),
+            "cpu must be an integer between 1 and 4",
+        ),
+        (
+            json!({"cpu": 5, "memMb": 256}),
+            "cpu must be an integer between 1 and 4",
+        ),
+        (
+            json!({"cpu": 1, "memMb": 64}),
+            "memMb must be an integer between 128 and 2048",
+        ),
+        (
+            json!({"cpu": 1, "memMb": 256, "allowIps": ["abc"]}),
+            "allowIps entry 'abc' is not an IP address or CIDR",
+        ),
         (json!([1, 2]), "Request body must be a JSON object"),
     ];
     for (body, message) in cases {
@@ -85,7 +117,10 @@ async fn bad_creates_change_nothing() {
         .unwrap();
     let r = tm.send(bad_json).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.json["message"].as_str().unwrap().starts_with("Invalid JSON: "));
+    assert!(r.json["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Invalid JSON: "));
     let text = Request::builder()
         .method(Method::POST)
         .uri("/v1/vms")
@@ -93,7 +128,10 @@ async fn bad_creates_change_nothing() {
         .header("content-type", "text/plain")
         .body(Body::from("{}"))
         .unwrap();
-    assert_eq!(tm.send(text).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        tm.send(text).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
     let huge = json!({"cpu": 1, "memMb": 256, "pad": "x".repeat(70 * 1024)});
     let r = tm.call(Method::POST, "/v1/vms", Some(huge)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -101,7 +139,11 @@ async fn bad_creates_change_nothing() {
 
     let r = tm.call(Method::GET, "/v1/vms", None).await;
     assert_eq!(r.json, json!([]), "a rejected create left a VM behind");
-    assert!(vm_dirs(&tm).is_empty(), "a rejected create left files: {:?}", vm_dirs(&tm));
+    assert!(
+        vm_dirs(&tm).is_empty(),
+        "a rejected create left files: {:?}",
+        vm_dirs(&tm)
+    );
 }
 
 #[tokio::test]
@@ -124,5 +166,9 @@ async fn ids_are_checked() {
     let r = tm.exec(unknown, json!({"cmd": "true"})).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = tm.exec(unknown, json!({"cmd": ""})).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "validation comes before the lookup");
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "validation comes before the lookup"
+    );
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 /// Where `scripts/build-image.sh` leaves the default image.
 pub const DEFAULT_IMAGE_DIR: &str = "/var/cache/run-dat-sheesh/images/current";
-const VHOST_FALLBACK: &str = "/var/cache/run-dat-sheesh/tools/vhost-device-vsock-0.3.0/bin/vhost-device-vsock";
+const VHOST_FALLBACK: &str =
+    "/var/cache/run-dat-sheesh/tools/vhost-device-vsock-0.3.0/bin/vhost-device-vsock";
 
 /// The files of a built guest image.
 #[derive(Debug, Clone)]
@@ -29,7 +30,11 @@ pub fn guest_image() -> Result<GuestImage, String> {
         ));
     }
     let initrd = Some(dir.join("initrd")).filter(|p| p.is_file());
-    Ok(GuestImage { kernel, initrd, rootfs })
+    Ok(GuestImage {
+        kernel,
+        initrd,
+        rootfs,
+    })
 }
 
 /// `VHOST_VSOCK_BIN`, else `vhost-device-vsock` on PATH, else the cache the setup script installs to.
@@ -98,7 +103,9 @@ where
 
 /// Pids whose command line contains `needle` (for leak checks).
 pub fn pids_matching(needle: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != std::process::id())
         .filter(|pid| {

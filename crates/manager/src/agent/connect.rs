@@ -26,7 +26,11 @@ pub enum ConnectError {
     },
 }
 
-pub async fn connect_once(socket: &Path, port: u32, timeout: Duration) -> Result<UnixStream, ConnectError> {
+pub async fn connect_once(
+    socket: &Path,
+    port: u32,
+    timeout: Duration,
+) -> Result<UnixStream, ConnectError> {
     let mut stream = UnixStream::connect(socket)
         .await
         .map_err(|e| ConnectError::Connect(socket.display().to_string(), e))?;
@@ -96,7 +100,9 @@ mod tests {
         let c = count.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { return };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
                 let i = c.fetch_add(1, Ordering::SeqCst) as usize;
                 let mut buf = [0u8; 64];
                 let n = s.read(&mut buf).await.unwrap_or(0);
@@ -116,7 +122,14 @@ mod tests {
     async fn retries_until_handshake_succeeds() {
         let dir = tempfile::tempdir().unwrap();
         let (path, count) = fake(dir.path(), vec![b"", b"NOPE\n", b"OK 1024\n"]);
-        let s = connect_with_retries(&path, 8080, Duration::from_secs(1), 5, Duration::from_millis(10)).await;
+        let s = connect_with_retries(
+            &path,
+            8080,
+            Duration::from_secs(1),
+            5,
+            Duration::from_millis(10),
+        )
+        .await;
         assert!(s.is_ok());
         assert_eq!(count.load(Ordering::SeqCst), 3);
     }
@@ -125,9 +138,15 @@ mod tests {
     async fn gives_up_after_the_configured_attempts() {
         let dir = tempfile::tempdir().unwrap();
         let (path, count) = fake(dir.path(), vec![b"", b"", b"", b"OK 1\n"]);
-        let err = connect_with_retries(&path, 8080, Duration::from_secs(1), 3, Duration::from_millis(10))
-            .await
-            .unwrap_err();
+        let err = connect_with_retries(
+            &path,
+            8080,
+            Duration::from_secs(1),
+            3,
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(count.load(Ordering::SeqCst), 3);
         assert!(err.to_string().contains("after 3 attempts"), "{err}");
     }
@@ -137,7 +156,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, _) = fake(dir.path(), vec![b"silent"]);
         let t = std::time::Instant::now();
-        let err = connect_once(&path, 8080, Duration::from_millis(200)).await.unwrap_err();
+        let err = connect_once(&path, 8080, Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ConnectError::Timeout(200)), "{err}");
         assert!(t.elapsed() < Duration::from_secs(3));
     }

@@ -54,7 +54,10 @@ impl AgentClient {
 
     /// `/exec`, with the deadline of `agent.md` §2: max(VSOCK_TIMEOUT_MS, timeoutMs + 5 s).
     pub async fn exec(&self, req: &ExecRequest, timeout_ms: u64) -> Result<ExecResult, AgentError> {
-        let deadline = self.cfg.timeout.max(Duration::from_millis(timeout_ms + 5000));
+        let deadline = self
+            .cfg
+            .timeout
+            .max(Duration::from_millis(timeout_ms + 5000));
         let body = serde_json::to_vec(req).map_err(|e| AgentError::Invalid(e.to_string()))?;
         let stream = self.connect().await?;
         let reply = self

@@ -14,7 +14,10 @@ pub fn digest(key: &str) -> [u8; 32] {
 }
 
 pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let presented = req.headers().get("x-api-key").map(|v| digest_bytes(v.as_bytes()));
+    let presented = req
+        .headers()
+        .get("x-api-key")
+        .map(|v| digest_bytes(v.as_bytes()));
     let ok = presented.is_some_and(|d| bool::from(d.ct_eq(&state.api_key_digest[..])));
     if !ok {
         return ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response();

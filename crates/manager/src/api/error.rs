@@ -41,7 +41,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(serde_json::json!({ "message": self.message }))).into_response();
+        let mut resp = (
+            self.status,
+            Json(serde_json::json!({ "message": self.message })),
+        )
+            .into_response();
         if self.internal {
             resp.extensions_mut().insert(InternalDetail(self.message));
         }

@@ -18,7 +18,10 @@ impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonObject<LIMIT> {
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             if !is_json(ct.to_str().unwrap_or("")) {
-                return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type"));
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "Unsupported Media Type",
+                ));
             }
         }
         let bytes = axum::body::to_bytes(req.into_body(), LIMIT)
@@ -53,10 +56,13 @@ impl<S: Send + Sync> FromRequestParts<S> for VmId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::bad_request("Invalid VM id"))?;
-        parse_vm_id(&raw).map(VmId).ok_or_else(|| ApiError::bad_request("Invalid VM id"))
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::bad_request("Invalid VM id"))?;
+        parse_vm_id(&raw)
+            .map(VmId)
+            .ok_or_else(|| ApiError::bad_request("Invalid VM id"))
     }
 }
 
@@ -77,7 +83,12 @@ mod tests {
         let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
         assert_eq!(parse_vm_id(id).as_deref(), Some(id));
         assert_eq!(parse_vm_id(&id.to_uppercase()).as_deref(), Some(id));
-        for bad in ["undefined", "null", "0f8fad5bd9cb469fa16570867728950e", "0f8fad5b-d9cb-169f-a165-70867728950e"] {
+        for bad in [
+            "undefined",
+            "null",
+            "0f8fad5bd9cb469fa16570867728950e",
+            "0f8fad5b-d9cb-169f-a165-70867728950e",
+        ] {
             assert!(parse_vm_id(bad).is_none(), "{bad}");
         }
     }
@@ -94,8 +105,17 @@ mod tests {
     #[test]
     fn bodies() {
         assert!(parse_object(b"{}").is_ok());
-        assert_eq!(parse_object(b"[]").unwrap_err().message, "Request body must be a JSON object");
-        assert!(parse_object(b"{").unwrap_err().message.starts_with("Invalid JSON: "));
-        assert_eq!(parse_object(b"").unwrap_err().message, "Request body must be a JSON object");
+        assert_eq!(
+            parse_object(b"[]").unwrap_err().message,
+            "Request body must be a JSON object"
+        );
+        assert!(parse_object(b"{")
+            .unwrap_err()
+            .message
+            .starts_with("Invalid JSON: "));
+        assert_eq!(
+            parse_object(b"").unwrap_err().message,
+            "Request body must be a JSON object"
+        );
     }
 }

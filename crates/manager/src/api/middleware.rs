@@ -15,7 +15,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 
 fn valid_request_id(v: &str) -> bool {
     (1..=128).contains(&v.len())
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 pub async fn request_envelope(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -44,7 +45,10 @@ pub async fn request_envelope(State(state): State<AppState>, req: Request, next:
             .into_response();
     } else if resp.status() == StatusCode::METHOD_NOT_ALLOWED && is_empty(&resp) {
         let allow = resp.headers().get(header::ALLOW).cloned();
-        resp = (StatusCode::METHOD_NOT_ALLOWED, Json(serde_json::json!({ "message": "Method Not Allowed" })))
+        resp = (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Json(serde_json::json!({ "message": "Method Not Allowed" })),
+        )
             .into_response();
         if let Some(a) = allow {
             resp.headers_mut().insert(header::ALLOW, a);
@@ -54,7 +58,10 @@ pub async fn request_envelope(State(state): State<AppState>, req: Request, next:
     if let Ok(v) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, v);
     }
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     let status = resp.status().as_u16();
     let ms = started.elapsed().as_millis() as u64;
     if path == "/healthz" || path == "/readyz" {

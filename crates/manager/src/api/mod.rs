@@ -8,8 +8,8 @@ mod middleware;
 mod routes;
 mod validate;
 
-pub use error::ApiError;
 pub use auth::digest as auth_digest;
+pub use error::ApiError;
 
 use crate::config::Limits;
 use crate::lifecycle::VmService;
@@ -39,10 +39,16 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/vms", get(routes::vms::list).post(routes::vms::create))
-        .route("/vms/{id}", get(routes::vms::get).delete(routes::vms::destroy))
+        .route(
+            "/vms/{id}",
+            get(routes::vms::get).delete(routes::vms::destroy),
+        )
         .route("/vms/{id}/exec", post(routes::vms::exec))
         .fallback(routes::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))

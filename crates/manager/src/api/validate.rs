@@ -27,7 +27,10 @@ pub fn create_vm(o: &Obj, limits: &Limits) -> Result<CreateVm, ApiError> {
     let cpu = int_in(field(o, "cpu"), 1, u64::from(limits.max_cpu))
         .unwrap_or(Err(()))
         .map_err(|_| ApiError::bad_request(cpu_msg))?;
-    let mem_msg = format!("memMb must be an integer between 128 and {}", limits.max_mem_mb);
+    let mem_msg = format!(
+        "memMb must be an integer between 128 and {}",
+        limits.max_mem_mb
+    );
     let mem_mb = int_in(field(o, "memMb"), 128, u64::from(limits.max_mem_mb))
         .unwrap_or(Err(()))
         .map_err(|_| ApiError::bad_request(mem_msg))?;
@@ -39,7 +42,9 @@ pub fn create_vm(o: &Obj, limits: &Limits) -> Result<CreateVm, ApiError> {
     };
     let disk_size_mb = int_in(field(o, "diskSizeMb"), 64, 1_048_576)
         .transpose()
-        .map_err(|_| ApiError::bad_request("diskSizeMb must be an integer between 64 and 1048576"))?;
+        .map_err(|_| {
+            ApiError::bad_request("diskSizeMb must be an integer between 64 and 1048576")
+        })?;
     let image_id = match field(o, "imageId") {
         None => None,
         Some(Value::String(s)) if is_prefixed_uuid(s, "img-") => Some(s.to_ascii_lowercase()),
@@ -66,15 +71,21 @@ fn is_prefixed_uuid(s: &str, prefix: &str) -> bool {
 fn allow_ips(v: Option<&Value>, max: usize) -> Result<Vec<String>, ApiError> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let Value::Array(items) = v else {
-        return Err(ApiError::bad_request("allowIps must be an array of strings"));
+        return Err(ApiError::bad_request(
+            "allowIps must be an array of strings",
+        ));
     };
     if items.len() > max {
-        return Err(ApiError::bad_request(format!("allowIps must have at most {max} entries")));
+        return Err(ApiError::bad_request(format!(
+            "allowIps must have at most {max} entries"
+        )));
     }
     let mut out: Vec<String> = Vec::new();
     for item in items {
         let Value::String(e) = item else {
-            return Err(ApiError::bad_request("allowIps must be an array of strings"));
+            return Err(ApiError::bad_request(
+                "allowIps must be an array of strings",
+            ));
         };
         let norm = normalise_cidr(e).ok_or_else(|| {
             ApiError::bad_request(format!("allowIps entry '{e}' is not an IP address or CIDR"))
@@ -142,9 +153,15 @@ pub fn exec(o: &Obj, limits: &Limits) -> Result<(ExecRequest, u64), ApiError> {
         Some(v) => match v.as_u64() {
             Some(n) if n >= 1 && n <= max => n,
             Some(n) if n > max => {
-                return Err(ApiError::bad_request(format!("timeoutMs exceeds maxExecTimeoutMs={max}")))
+                return Err(ApiError::bad_request(format!(
+                    "timeoutMs exceeds maxExecTimeoutMs={max}"
+                )))
             }
-            _ => return Err(ApiError::bad_request("timeoutMs must be a positive integer")),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "timeoutMs must be a positive integer",
+                ))
+            }
         },
     };
     let req = ExecRequest {
@@ -157,7 +174,9 @@ pub fn exec(o: &Obj, limits: &Limits) -> Result<(ExecRequest, u64), ApiError> {
 }
 
 fn env_map(v: Option<&Value>) -> Result<BTreeMap<String, String>, ApiError> {
-    let Some(v) = v else { return Ok(BTreeMap::new()) };
+    let Some(v) = v else {
+        return Ok(BTreeMap::new());
+    };
     let Value::Object(m) = v else {
         return Err(ApiError::bad_request("env must be an object of strings"));
     };
@@ -173,7 +192,11 @@ fn env_map(v: Option<&Value>) -> Result<BTreeMap<String, String>, ApiError> {
             Value::String(s) if !s.contains('\0') => {
                 out.insert(k.clone(), s.clone());
             }
-            _ => return Err(ApiError::bad_request(format!("env value of '{k}' must be a string without NUL"))),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "env value of '{k}' must be a string without NUL"
+                )))
+            }
         }
     }
     Ok(out)
@@ -206,33 +229,72 @@ mod tests {
     #[test]
     fn create_rules_in_order() {
         let cpu = "cpu must be an integer between 1 and 4";
-        for bad in [json!({"memMb": 256}), json!({"cpu": 0, "memMb": 256}), json!({"cpu": 1.5, "memMb": 256}),
-                    json!({"cpu": "2", "memMb": 256}), json!({"cpu": 5, "memMb": 256}), json!({"cpu": 1.0}),
-                    json!({"cpu": null, "memMb": 256}), json!({"cpu": -1})] {
+        for bad in [
+            json!({"memMb": 256}),
+            json!({"cpu": 0, "memMb": 256}),
+            json!({"cpu": 1.5, "memMb": 256}),
+            json!({"cpu": "2", "memMb": 256}),
+            json!({"cpu": 5, "memMb": 256}),
+            json!({"cpu": 1.0}),
+            json!({"cpu": null, "memMb": 256}),
+            json!({"cpu": -1}),
+        ] {
             assert_eq!(create_err(bad), cpu);
         }
         let mem = "memMb must be an integer between 128 and 2048";
         assert_eq!(create_err(json!({"cpu": 1, "memMb": 64})), mem);
         assert_eq!(create_err(json!({"cpu": 1, "memMb": 2049})), mem);
         assert_eq!(create_err(json!({"cpu": 1})), mem);
-        assert_eq!(create_err(json!({"cpu": 1, "memMb": 256, "diskSizeMb": 63})),
-                   "diskSizeMb must be an integer between 64 and 1048576");
-        assert_eq!(create_err(json!({"cpu": 1, "memMb": 256, "imageId": "img-123"})), "imageId must be an image id");
-        let ok = create_vm(&obj(json!({"cpu": 2, "memMb": 256, "outboundInternet": null, "extra": {"x": 1}})), &limits()).unwrap();
-        assert_eq!((ok.cpu, ok.mem_mb, ok.outbound_internet, ok.disk_size_mb), (2, 256, false, None));
+        assert_eq!(
+            create_err(json!({"cpu": 1, "memMb": 256, "diskSizeMb": 63})),
+            "diskSizeMb must be an integer between 64 and 1048576"
+        );
+        assert_eq!(
+            create_err(json!({"cpu": 1, "memMb": 256, "imageId": "img-123"})),
+            "imageId must be an image id"
+        );
+        let ok = create_vm(
+            &obj(json!({"cpu": 2, "memMb": 256, "outboundInternet": null, "extra": {"x": 1}})),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.cpu, ok.mem_mb, ok.outbound_internet, ok.disk_size_mb),
+            (2, 256, false, None)
+        );
     }
 
     #[test]
     fn allow_ips_rules() {
         let base = |ips: Value| json!({"cpu": 1, "memMb": 256, "allowIps": ips});
-        for bad in ["example.com", "1.2.3.4/33", "", "999.1.1.1", "abc", "10.0.0.0/33", "10.0.0.0/+8", "1.2.3.4/"] {
-            assert_eq!(create_err(base(json!([bad]))), format!("allowIps entry '{bad}' is not an IP address or CIDR"));
+        for bad in [
+            "example.com",
+            "1.2.3.4/33",
+            "",
+            "999.1.1.1",
+            "abc",
+            "10.0.0.0/33",
+            "10.0.0.0/+8",
+            "1.2.3.4/",
+        ] {
+            assert_eq!(
+                create_err(base(json!([bad]))),
+                format!("allowIps entry '{bad}' is not an IP address or CIDR")
+            );
         }
-        assert_eq!(create_err(base(json!(["169.254.169.254"]))),
-                   "allowIps entry '169.254.169.254' is not allowed (metadata address)");
-        assert_eq!(create_err(base(json!(["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"]))),
-                   "allowIps must have at most 3 entries");
-        let ok = create_vm(&obj(base(json!(["10.0.0.5/24", "10.0.0.0/24", "::1"]))), &limits()).unwrap();
+        assert_eq!(
+            create_err(base(json!(["169.254.169.254"]))),
+            "allowIps entry '169.254.169.254' is not allowed (metadata address)"
+        );
+        assert_eq!(
+            create_err(base(json!(["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"]))),
+            "allowIps must have at most 3 entries"
+        );
+        let ok = create_vm(
+            &obj(base(json!(["10.0.0.5/24", "10.0.0.0/24", "::1"]))),
+            &limits(),
+        )
+        .unwrap();
         assert_eq!(ok.allow_ips, vec!["10.0.0.0/24", "::1"]);
     }
 
@@ -242,11 +304,26 @@ mod tests {
         assert_eq!(err(json!({})), "cmd is required");
         assert_eq!(err(json!({"cmd": ""})), "cmd is required");
         assert_eq!(err(json!({"cmd": "a\u{0}b"})), "cmd must not contain NUL");
-        assert_eq!(err(json!({"cmd": "x", "timeoutMs": 0})), "timeoutMs must be a positive integer");
-        assert_eq!(err(json!({"cmd": "x", "timeoutMs": 1.5})), "timeoutMs must be a positive integer");
-        assert_eq!(err(json!({"cmd": "x", "timeoutMs": 120001})), "timeoutMs exceeds maxExecTimeoutMs=120000");
-        assert_eq!(err(json!({"cmd": "x", "env": {"1A": "v"}})), "env key '1A' is invalid");
+        assert_eq!(
+            err(json!({"cmd": "x", "timeoutMs": 0})),
+            "timeoutMs must be a positive integer"
+        );
+        assert_eq!(
+            err(json!({"cmd": "x", "timeoutMs": 1.5})),
+            "timeoutMs must be a positive integer"
+        );
+        assert_eq!(
+            err(json!({"cmd": "x", "timeoutMs": 120001})),
+            "timeoutMs exceeds maxExecTimeoutMs=120000"
+        );
+        assert_eq!(
+            err(json!({"cmd": "x", "env": {"1A": "v"}})),
+            "env key '1A' is invalid"
+        );
         let (req, t) = exec(&obj(json!({"cmd": "id", "env": {"A": "1"}})), &limits()).unwrap();
-        assert_eq!((req.cmd.as_str(), t, req.env.get("A").map(String::as_str)), ("id", 30_000, Some("1")));
+        assert_eq!(
+            (req.cmd.as_str(), t, req.env.get("A").map(String::as_str)),
+            ("id", 30_000, Some("1"))
+        );
     }
 }

@@ -149,7 +149,10 @@ impl Settings {
         }
         let admin_email = e.required("ADMIN_EMAIL");
         if !admin_email.is_empty() && (!admin_email.contains('@') || admin_email.len() > 254) {
-            e.fail("ADMIN_EMAIL", "must contain @ and be at most 254 characters");
+            e.fail(
+                "ADMIN_EMAIL",
+                "must contain @ and be at most 254 characters",
+            );
         }
         let admin_password = e.required("ADMIN_PASSWORD");
         let port = e.int("PORT", 3000, 1, 65535) as u16;
@@ -196,9 +199,11 @@ impl Settings {
         if db.dialect == "postgres" {
             match &db.database_url {
                 None => e.fail("DATABASE_URL", "is required when DB_DIALECT=postgres"),
-                Some(u) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => {
-                    e.fail("DATABASE_URL", "must start with postgres:// or postgresql://")
-                }
+                Some(u) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => e
+                    .fail(
+                        "DATABASE_URL",
+                        "must start with postgres:// or postgresql://",
+                    ),
                 _ => {}
             }
         }
@@ -222,8 +227,9 @@ impl Settings {
             ),
         };
 
-        let overlay_size_bytes = e.int("OVERLAY_SIZE_BYTES", 512 * MIB, 64 * MIB, 1024 * 1024 * MIB);
-        if overlay_size_bytes % MIB != 0 {
+        let overlay_size_bytes =
+            e.int("OVERLAY_SIZE_BYTES", 512 * MIB, 64 * MIB, 1024 * 1024 * MIB);
+        if !overlay_size_bytes.is_multiple_of(MIB) {
             e.fail("OVERLAY_SIZE_BYTES", "must be a multiple of 1 MiB");
         }
         let disks = DiskSettings {
@@ -249,7 +255,10 @@ impl Settings {
             warm_pool_max_vms: e.int("WARM_POOL_MAX_VMS", 4, 0, 1_000_000),
         };
         if snapshots.template_cpu > limits.max_cpu {
-            e.fail("SNAPSHOT_TEMPLATE_CPU", format!("must not exceed MAX_CPU={}", limits.max_cpu));
+            e.fail(
+                "SNAPSHOT_TEMPLATE_CPU",
+                format!("must not exceed MAX_CPU={}", limits.max_cpu),
+            );
         }
         if snapshots.template_mem_mb > limits.max_mem_mb {
             e.fail(
@@ -264,7 +273,12 @@ impl Settings {
             timeout_ms: e.int("VSOCK_TIMEOUT_MS", 15_000, 100, 3_600_000),
             health_timeout_ms: e.int("VSOCK_HEALTH_TIMEOUT_MS", 15_000, 100, 3_600_000),
             binary_timeout_ms: e.int("VSOCK_BINARY_TIMEOUT_MS", 30_000, 100, 3_600_000),
-            max_json_response_bytes: e.int("VSOCK_MAX_JSON_RESPONSE_BYTES", 2_000_000, 65_536, 1 << 30),
+            max_json_response_bytes: e.int(
+                "VSOCK_MAX_JSON_RESPONSE_BYTES",
+                2_000_000,
+                65_536,
+                1 << 30,
+            ),
             max_binary_response_bytes: e.int(
                 "VSOCK_MAX_BINARY_RESPONSE_BYTES",
                 50_000_000,
@@ -281,7 +295,11 @@ impl Settings {
             }
         };
         let reserved = limits.max_vms
-            + if snapshots.enable_warm_pool { snapshots.warm_pool_max_vms } else { 0 }
+            + if snapshots.enable_warm_pool {
+                snapshots.warm_pool_max_vms
+            } else {
+                0
+            }
             + u64::from(snapshots.enable_snapshots);
         if vm_subnet.usable_guests() < reserved {
             e.fail(
@@ -300,7 +318,10 @@ impl Settings {
         if !manager_internal_base_url.starts_with(&gateway_prefix)
             && manager_internal_base_url != format!("http://{}", vm_subnet.gateway())
         {
-            e.fail("MANAGER_INTERNAL_BASE_URL", "must be an http URL on the gateway address of VM_SUBNET");
+            e.fail(
+                "MANAGER_INTERNAL_BASE_URL",
+                "must be an http URL on the gateway address of VM_SUBNET",
+            );
         }
 
         let rate = |e: &mut Env, n: &str, d: u64| e.int(n, d, 0, 1_000_000);
@@ -319,7 +340,10 @@ impl Settings {
         let cookie_secure = e.bool("COOKIE_SECURE", false);
         let webhook_allow_private = e.bool("WEBHOOK_ALLOW_PRIVATE", false);
         let vm_secret_key = e.get("VM_SECRET_KEY").map(str::to_string);
-        if vm_secret_key.as_ref().is_some_and(|k| k.chars().count() < 32) {
+        if vm_secret_key
+            .as_ref()
+            .is_some_and(|k| k.chars().count() < 32)
+        {
             e.fail("VM_SECRET_KEY", "must be at least 32 characters");
         }
         let otel_endpoint = e.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_string);
@@ -327,7 +351,10 @@ impl Settings {
             .as_ref()
             .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
         {
-            e.fail("OTEL_EXPORTER_OTLP_ENDPOINT", "must be an http or https URL");
+            e.fail(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "must be an http or https URL",
+            );
         }
 
         if !e.errors.is_empty() {
@@ -388,10 +415,14 @@ mod tests {
     use super::*;
 
     fn base() -> HashMap<String, String> {
-        [("API_KEY", "k-0123456789abcdef"), ("ADMIN_EMAIL", "a@b.c"), ("ADMIN_PASSWORD", "pw-0123456789")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("API_KEY", "k-0123456789abcdef"),
+            ("ADMIN_EMAIL", "a@b.c"),
+            ("ADMIN_PASSWORD", "pw-0123456789"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 
     #[test]
@@ -399,7 +430,10 @@ mod tests {
         let s = Settings::from_env(&base()).unwrap();
         assert_eq!(s.port, 3000);
         assert_eq!(s.storage_root, PathBuf::from("/var/lib/run-dat-sheesh"));
-        assert_eq!(s.images_dir, PathBuf::from("/var/lib/run-dat-sheesh/images"));
+        assert_eq!(
+            s.images_dir,
+            PathBuf::from("/var/lib/run-dat-sheesh/images")
+        );
         assert_eq!(s.agent_vsock_port, 8080);
         assert_eq!(s.limits.max_vms, 20);
         assert_eq!(s.limits.max_cpu, 4);
@@ -409,7 +443,10 @@ mod tests {
         assert_eq!(s.default_disk_mb(), 512);
         assert_eq!(s.db.dialect, "sqlite");
         assert_eq!(s.manager_internal_base_url, "http://172.16.0.1:3000");
-        assert_eq!(s.backend.jailer_chroot_base_dir, PathBuf::from("/var/lib/run-dat-sheesh/jailer"));
+        assert_eq!(
+            s.backend.jailer_chroot_base_dir,
+            PathBuf::from("/var/lib/run-dat-sheesh/jailer")
+        );
     }
 
     #[test]
@@ -423,7 +460,14 @@ mod tests {
         vars.insert("VM_SUBNET".into(), "10.0.0.1/24".into());
         let errs = Settings::from_env(&vars).unwrap_err();
         let names: Vec<_> = errs.iter().map(|e| e.variable.as_str()).collect();
-        for want in ["API_KEY", "PORT", "MAX_CPU", "BASE_ROOTFS_PATH", "DATABASE_URL", "VM_SUBNET"] {
+        for want in [
+            "API_KEY",
+            "PORT",
+            "MAX_CPU",
+            "BASE_ROOTFS_PATH",
+            "DATABASE_URL",
+            "VM_SUBNET",
+        ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
     }
@@ -435,6 +479,10 @@ mod tests {
         vars.insert("MAX_VMS".into(), "6".into());
         let errs = Settings::from_env(&vars).unwrap_err();
         assert_eq!(errs[0].variable, "MAX_VMS");
-        assert!(errs[0].reason.contains("has 5 guest addresses"), "{}", errs[0].reason);
+        assert!(
+            errs[0].reason.contains("has 5 guest addresses"),
+            "{}",
+            errs[0].reason
+        );
     }
 }

@@ -39,7 +39,10 @@ impl<'a> Env<'a> {
 
     /// The value, or None when absent or empty (both mean unset).
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn fail(&mut self, name: &str, reason: impl Into<String>) {
@@ -102,7 +105,12 @@ impl<'a> Env<'a> {
     }
 
     /// One of `choices` (case-insensitive); returns the canonical spelling from `choices`.
-    pub fn choice(&mut self, name: &str, default: &'static str, choices: &[&'static str]) -> &'static str {
+    pub fn choice(
+        &mut self,
+        name: &str,
+        default: &'static str,
+        choices: &[&'static str],
+    ) -> &'static str {
         let Some(raw) = self.get(name) else {
             return default;
         };
@@ -139,12 +147,23 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn integers_are_strict() {
-        for bad in ["1.5", "1e3", "0x10", " 5", "-1", "+5", "99999999999999999999999"] {
+        for bad in [
+            "1.5",
+            "1e3",
+            "0x10",
+            " 5",
+            "-1",
+            "+5",
+            "99999999999999999999999",
+        ] {
             let vars = env(&[("N", bad)]);
             let mut e = Env::new(&vars);
             assert_eq!(e.int("N", 7, 0, 100), 7);

@@ -17,7 +17,9 @@ impl std::fmt::Display for Subnet {
 impl Subnet {
     /// IPv4 CIDR with prefix 16..29 and host bits zero.
     pub fn parse(s: &str) -> Result<Subnet, String> {
-        let (ip, prefix) = s.split_once('/').ok_or("must be an IPv4 CIDR such as 172.16.0.0/24")?;
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or("must be an IPv4 CIDR such as 172.16.0.0/24")?;
         let network: Ipv4Addr = ip.parse().map_err(|_| "must be an IPv4 CIDR".to_string())?;
         let prefix: u8 = prefix
             .parse()
@@ -86,7 +88,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_cidrs() {
-        for bad in ["172.16.0.0", "172.16.0.1/24", "10.0.0.0/8", "10.0.0.0/30", "x/24", "10.0.0.0/abc"] {
+        for bad in [
+            "172.16.0.0",
+            "172.16.0.1/24",
+            "10.0.0.0/8",
+            "10.0.0.0/30",
+            "x/24",
+            "10.0.0.0/abc",
+        ] {
             assert!(Subnet::parse(bad).is_err(), "{bad}");
         }
     }

@@ -55,9 +55,14 @@ impl Db {
                 format!("sqlite://{}?mode=rwc", path.display())
             }
         };
-        let pool = AnyPoolOptions::new().max_connections(8).connect(&url).await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .connect(&url)
+            .await?;
         if settings.dialect == "sqlite" {
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         } else {
             sqlx::migrate!("migrations/postgres").run(&pool).await?;

@@ -63,7 +63,9 @@ fn from_row(r: &AnyRow) -> Result<VmRecord, sqlx::Error> {
         source_snapshot_id: r.try_get("source_snapshot_id")?,
         provision_mode: r.try_get("provision_mode")?,
         vmm_pid: r.try_get::<Option<i64>, _>("vmm_pid")?.map(|v| v as u32),
-        vmm_start_time: r.try_get::<Option<i64>, _>("vmm_start_time")?.map(|v| v as u64),
+        vmm_start_time: r
+            .try_get::<Option<i64>, _>("vmm_start_time")?
+            .map(|v| v as u64),
         vmm_boot_id: r.try_get("vmm_boot_id")?,
         backend: r.try_get("backend")?,
         last_error: r.try_get("last_error")?,

@@ -44,7 +44,9 @@ impl VmService {
             id: uuid::Uuid::new_v4().to_string(),
             cpu: req.cpu,
             mem_mb: req.mem_mb,
-            disk_size_mb: req.disk_size_mb.unwrap_or(self.inner.settings.default_disk_mb),
+            disk_size_mb: req
+                .disk_size_mb
+                .unwrap_or(self.inner.settings.default_disk_mb),
             outbound_internet: req.outbound_internet,
             allow_ips: req.allow_ips,
             image_id: image.id.clone(),
@@ -71,8 +73,18 @@ impl VmService {
 
     async fn resolve_image(&self, id: Option<&str>) -> Result<ImageRecord, LifecycleError> {
         let image = match id {
-            Some(id) => self.inner.db.get_image(id).await?.ok_or(LifecycleError::ImageNotFound)?,
-            None => self.inner.db.default_image().await?.ok_or(LifecycleError::NoDefaultImage)?,
+            Some(id) => self
+                .inner
+                .db
+                .get_image(id)
+                .await?
+                .ok_or(LifecycleError::ImageNotFound)?,
+            None => self
+                .inner
+                .db
+                .default_image()
+                .await?
+                .ok_or(LifecycleError::NoDefaultImage)?,
         };
         if image.kernel_path.is_none() || image.rootfs_path.is_none() {
             return Err(LifecycleError::ImageIncomplete);
@@ -104,7 +116,11 @@ impl VmService {
             return Err(LifecycleError::NoLongerRunning(vm.id.clone()));
         }
         let console = rds_vmm::process::tail_file(
-            &self.inner.storage.logs_dir(&vm.id).join(rds_vmm::LOG_CONSOLE),
+            &self
+                .inner
+                .storage
+                .logs_dir(&vm.id)
+                .join(rds_vmm::LOG_CONSOLE),
             4096,
         );
         tracing::error!(vm_id = %vm.id, reason = %failed.reason, console_tail = %console, "vm.error");

@@ -10,7 +10,9 @@ impl VmService {
         let _guard = self.begin_destroy(id).await;
         let vm = self.get(id).await?;
         let backend = &self.inner.backend;
-        let rt = self.runtime_of(&vm).unwrap_or_else(|| self.idle_runtime(id));
+        let rt = self
+            .runtime_of(&vm)
+            .unwrap_or_else(|| self.idle_runtime(id));
         if rt.pid != 0 {
             backend.kill(&rt).await;
             if tokio::time::timeout(Duration::from_secs(5), backend.wait_exit(&rt))

@@ -6,7 +6,12 @@ use crate::model::VmState;
 use rds_protocol::{ExecRequest, ExecResult};
 
 impl VmService {
-    pub async fn exec(&self, id: &str, req: &ExecRequest, timeout_ms: u64) -> Result<ExecResult, LifecycleError> {
+    pub async fn exec(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        timeout_ms: u64,
+    ) -> Result<ExecResult, LifecycleError> {
         let vm = self.get(id).await?;
         if vm.state != VmState::Running {
             return Err(LifecycleError::NotRunning(vm.state));

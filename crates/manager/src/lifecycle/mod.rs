@@ -48,7 +48,12 @@ struct Inner {
 }
 
 impl VmService {
-    pub fn new(db: Db, backend: Arc<dyn VmmBackend>, storage: Storage, settings: LifecycleSettings) -> Self {
+    pub fn new(
+        db: Db,
+        backend: Arc<dyn VmmBackend>,
+        storage: Storage,
+        settings: LifecycleSettings,
+    ) -> Self {
         VmService {
             inner: Arc::new(Inner {
                 db,

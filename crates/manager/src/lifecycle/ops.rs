@@ -26,7 +26,12 @@ pub struct OpGuard {
 
 impl Drop for OpGuard {
     fn drop(&mut self) {
-        self.table.ops.held.lock().expect("op table").remove(&self.id);
+        self.table
+            .ops
+            .held
+            .lock()
+            .expect("op table")
+            .remove(&self.id);
         self.table.ops.released.notify_waiters();
     }
 }

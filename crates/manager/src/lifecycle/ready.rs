@@ -9,7 +9,11 @@ use rds_vmm::VmRuntime;
 use tokio_util::sync::CancellationToken;
 
 impl VmService {
-    pub(super) async fn wait_ready(&self, rt: &VmRuntime, cancel: &CancellationToken) -> Result<(), Failed> {
+    pub(super) async fn wait_ready(
+        &self,
+        rt: &VmRuntime,
+        cancel: &CancellationToken,
+    ) -> Result<(), Failed> {
         let s = &self.inner.settings;
         let client = self.agent_for(&rt.vm_id);
         let deadline = tokio::time::Instant::now() + s.health_timeout;

@@ -27,7 +27,10 @@ impl VmService {
                 tracing::warn!(vm_id = %rt.vm_id, error = %e, "cleanup after exit");
             }
             let db = &svc.inner.db;
-            if let Err(e) = db.set_state(&rt.vm_id, VmState::Stopped, Some(&reason)).await {
+            if let Err(e) = db
+                .set_state(&rt.vm_id, VmState::Stopped, Some(&reason))
+                .await
+            {
                 tracing::error!(vm_id = %rt.vm_id, error = %e, "recording VMM exit");
             }
             let _ = db.clear_runtime(&rt.vm_id).await;

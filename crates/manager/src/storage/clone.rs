@@ -72,7 +72,14 @@ fn sparse_copy(from: &File, to: &File) -> io::Result<()> {
         while off_in < hole {
             // SAFETY: valid descriptors and offset pointers; copies within the file lengths.
             let n = unsafe {
-                libc::copy_file_range(src, &mut off_in, dst, &mut off_out, (hole - off_in) as usize, 0)
+                libc::copy_file_range(
+                    src,
+                    &mut off_in,
+                    dst,
+                    &mut off_out,
+                    (hole - off_in) as usize,
+                    0,
+                )
             };
             if n < 0 {
                 return Err(io::Error::last_os_error());
@@ -107,6 +114,9 @@ mod tests {
         clone_file(&src, &dst, CloneMode::Copy).unwrap();
         assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
         assert!(std::fs::metadata(&dst).unwrap().blocks() * 512 < 1 << 20);
-        assert!(clone_file(&src, &dst, CloneMode::Copy).is_err(), "must not overwrite");
+        assert!(
+            clone_file(&src, &dst, CloneMode::Copy).is_err(),
+            "must not overwrite"
+        );
     }
 }

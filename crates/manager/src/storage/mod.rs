@@ -47,7 +47,12 @@ impl Storage {
     pub fn init(root: &Path, mode: CloneMode) -> Result<Storage, StorageError> {
         let mut b = std::fs::DirBuilder::new();
         b.recursive(true).mode(0o700);
-        for dir in [root.to_path_buf(), root.join("vms"), root.join("cache/blank"), root.join("tmp")] {
+        for dir in [
+            root.to_path_buf(),
+            root.join("vms"),
+            root.join("cache/blank"),
+            root.join("tmp"),
+        ] {
             b.create(&dir).map_err(io("create", &dir))?;
         }
         for dir in [root.to_path_buf(), root.join("vms")] {
@@ -110,9 +115,13 @@ impl Storage {
         if path.exists() {
             return Ok(path);
         }
-        let tmp = self.root.join(format!("cache/blank/.tmp-{size_mb}m-{}", uuid::Uuid::new_v4()));
+        let tmp = self.root.join(format!(
+            "cache/blank/.tmp-{size_mb}m-{}",
+            uuid::Uuid::new_v4()
+        ));
         let file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-        file.set_len(size_mb * 1024 * 1024).map_err(io("truncate", &tmp))?;
+        file.set_len(size_mb * 1024 * 1024)
+            .map_err(io("truncate", &tmp))?;
         drop(file);
         let out = tokio::process::Command::new("mkfs.ext4")
             .args(["-q", "-F", "-m", "0", "-L", "rds-disk"])
@@ -158,10 +167,17 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         assert!(meta.blocks() * 512 < meta.len() / 2, "disk is not sparse");
         let blank = dir.path().join("cache/blank/64m.ext4");
-        assert_eq!(std::fs::read(&blank).unwrap(), std::fs::read(&disk).unwrap());
+        assert_eq!(
+            std::fs::read(&blank).unwrap(),
+            std::fs::read(&disk).unwrap()
+        );
         let before = std::fs::metadata(&blank).unwrap().modified().unwrap();
         s.create_vm_disk("vm2", 64).await.unwrap();
-        assert_eq!(std::fs::metadata(&blank).unwrap().modified().unwrap(), before, "blank rebuilt");
+        assert_eq!(
+            std::fs::metadata(&blank).unwrap().modified().unwrap(),
+            before,
+            "blank rebuilt"
+        );
         s.remove_vm("vm1").await.unwrap();
         assert!(!s.vm_dir("vm1").exists());
         s.remove_vm("vm1").await.unwrap();

@@ -27,7 +27,11 @@ pub struct Resp {
 
 impl TestManager {
     /// A manager over `image` (or none) with `extra` settings on top of test defaults.
-    pub async fn start(image: Option<&GuestImage>, vhost: &str, extra: &[(&str, &str)]) -> TestManager {
+    pub async fn start(
+        image: Option<&GuestImage>,
+        vhost: &str,
+        extra: &[(&str, &str)],
+    ) -> TestManager {
         let dir = tempfile::tempdir().expect("tempdir");
         // The VMM's helpers run as JAILER_UID and must traverse to their run directory.
         use std::os::unix::fs::PermissionsExt;
@@ -44,8 +48,14 @@ impl TestManager {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        env.insert("STORAGE_ROOT".into(), dir.path().join("s").display().to_string());
-        env.insert("SQLITE_PATH".into(), dir.path().join("db/manager.db").display().to_string());
+        env.insert(
+            "STORAGE_ROOT".into(),
+            dir.path().join("s").display().to_string(),
+        );
+        env.insert(
+            "SQLITE_PATH".into(),
+            dir.path().join("db/manager.db").display().to_string(),
+        );
         if let Some(img) = image {
             env.insert("KERNEL_PATH".into(), img.kernel.display().to_string());
             env.insert("BASE_ROOTFS_PATH".into(), img.rootfs.display().to_string());
@@ -58,7 +68,13 @@ impl TestManager {
         }
         let settings = Settings::from_env(&env).expect("test settings");
         let app = rds_manager::build(&settings).await.unwrap_or_else(|errs| {
-            panic!("manager startup failed: {}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+            panic!(
+                "manager startup failed: {}",
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
         });
         TestManager {
             router: app.router.clone(),
@@ -72,7 +88,10 @@ impl TestManager {
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
-        let mut b = Request::builder().method(method).uri(path).header("x-api-key", KEY);
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-api-key", KEY);
         let body = match body {
             Some(v) => {
                 b = b.header("content-type", "application/json");
@@ -91,19 +110,28 @@ impl TestManager {
         let json = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Resp { status, headers, json }
+        Resp {
+            status,
+            headers,
+            json,
+        }
     }
 
     pub async fn exec(&self, id: &str, body: Value) -> Resp {
-        self.call(Method::POST, &format!("/v1/vms/{id}/exec"), Some(body)).await
+        self.call(Method::POST, &format!("/v1/vms/{id}/exec"), Some(body))
+            .await
     }
 }
 
 /// Names of entries under `vms/` of a manager's storage.
 pub fn vm_dirs(tm: &TestManager) -> Vec<String> {
     std::fs::read_dir(tm.storage().join("vms"))
-        .map(|d| d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned())).collect())
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -60,5 +60,7 @@ pub async fn exec(
 ) -> Result<Json<Value>, ApiError> {
     let (req, timeout_ms) = validate::exec(&body, &st.limits)?;
     let result = st.vms.exec(&id, &req, timeout_ms).await?;
-    Ok(Json(serde_json::to_value(result).map_err(|e| ApiError::internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(result).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
 }
