@@ -9,6 +9,8 @@
 //! | `RDS_AGENT_LISTEN` | test hook: `unix:<path>` or `tcp:<loopback ip>:<port>` instead of vsock | vsock |
 //! | `RDS_AGENT_WORKSPACE` | test hook: directory that stands for `/workspace` | `/workspace` |
 //! | `RDS_AGENT_CGROUP` | test hook: sandbox cgroup directory, or `off` | `/sys/fs/cgroup/rds-sandbox` |
+//! | `RDS_AGENT_RUN_DIR` | test hook: the agent's private directory (upload spool) | `/run/rds-agent` |
+//! | `RDS_AGENT_ETC` | test hook: directory holding `resolv.conf`, `hosts`, `machine-id` | `/etc` |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +23,11 @@ pub const ENV_PORT: &str = "PORT";
 pub const ENV_LISTEN: &str = "RDS_AGENT_LISTEN";
 pub const ENV_WORKSPACE: &str = "RDS_AGENT_WORKSPACE";
 pub const ENV_CGROUP: &str = "RDS_AGENT_CGROUP";
+pub const ENV_RUN_DIR: &str = "RDS_AGENT_RUN_DIR";
+pub const ENV_ETC: &str = "RDS_AGENT_ETC";
 const DEFAULT_CGROUP: &str = "/sys/fs/cgroup/rds-sandbox";
+const DEFAULT_RUN_DIR: &str = "/run/rds-agent";
+const DEFAULT_ETC: &str = "/etc";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -41,6 +47,10 @@ pub struct Settings {
     /// Sandbox cgroup directory; `None` runs without cgroups.
     pub cgroup: Option<PathBuf>,
     pub identity: Identity,
+    /// The agent's private directory (0700 root); uploads are spooled here.
+    pub run_dir: PathBuf,
+    /// Where `resolv.conf`, `hosts` and `machine-id` are written.
+    pub etc: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +61,8 @@ pub enum ConfigError {
     Listen(String),
     #[error("{ENV_WORKSPACE} must be an absolute path, got {0:?}")]
     Workspace(String),
+    #[error("{0} must be an absolute path, got {1:?}")]
+    NotAbsolute(&'static str, String),
 }
 
 impl Settings {
@@ -75,10 +87,22 @@ impl Settings {
             Some(dir) => Some(PathBuf::from(dir)),
             None => Some(PathBuf::from(DEFAULT_CGROUP)),
         };
+        let absolute = |name: &'static str, default: &str| {
+            let path = PathBuf::from(var(name).unwrap_or_else(|| default.to_string()));
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                Err(ConfigError::NotAbsolute(name, path.display().to_string()))
+            }
+        };
+        let run_dir = absolute(ENV_RUN_DIR, DEFAULT_RUN_DIR)?;
+        let etc = absolute(ENV_ETC, DEFAULT_ETC)?;
         Ok(Settings {
             listen,
             workspace,
             cgroup,
+            run_dir,
+            etc,
             identity: Identity {
                 uid: SANDBOX_UID,
                 gid: SANDBOX_UID,
@@ -124,6 +148,8 @@ mod tests {
         assert_eq!(s.listen, Listen::Vsock { port: 8080 });
         assert_eq!(s.workspace, PathBuf::from("/workspace"));
         assert_eq!(s.cgroup, Some(PathBuf::from("/sys/fs/cgroup/rds-sandbox")));
+        assert_eq!(s.run_dir, PathBuf::from("/run/rds-agent"));
+        assert_eq!(s.etc, PathBuf::from("/etc"));
         assert_eq!(
             s.identity,
             Identity {
@@ -153,5 +179,11 @@ mod tests {
             assert!(settings(&[("RDS_AGENT_LISTEN", bad)]).is_err(), "{bad}");
         }
         assert!(settings(&[("RDS_AGENT_WORKSPACE", "rel")]).is_err());
+        assert!(settings(&[("RDS_AGENT_ETC", "etc")]).is_err());
+        let s = settings(&[("RDS_AGENT_RUN_DIR", "/tmp/r"), ("RDS_AGENT_ETC", "/tmp/e")]).unwrap();
+        assert_eq!(
+            (s.run_dir.to_str(), s.etc.to_str()),
+            (Some("/tmp/r"), Some("/tmp/e"))
+        );
     }
 }

@@ -22,6 +22,15 @@ pub enum ApiError {
     BodyTooLarge,
     #[error("{}", messages::TOO_MANY_EXECS)]
     TooManyExecs,
+    /// 413 with a message of its own (`Download too large`).
+    #[error("{message}")]
+    TooLarge {
+        message: String,
+        detail: Option<String>,
+    },
+    /// 500 whose message the spec names (`Firewall update failed: <reason>`); the reason is not secret.
+    #[error("{message}")]
+    Failed { message: String },
     /// Anything the caller cannot fix; the cause is logged, the reply stays generic.
     #[error("{context}")]
     Internal {
@@ -39,6 +48,13 @@ impl ApiError {
         }
     }
 
+    pub fn bad_request_detail(message: impl Into<String>, detail: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            detail: Some(detail.into()),
+        }
+    }
+
     pub fn internal(context: &'static str, source: std::io::Error) -> Self {
         ApiError::Internal { context, source }
     }
@@ -50,6 +66,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyExecs => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -57,10 +75,12 @@ impl ApiError {
     /// The JSON body sent for this error.
     pub fn body(&self) -> ErrorBody {
         match self {
-            ApiError::BadRequest { message, detail } => ErrorBody {
-                message: message.clone(),
-                detail: detail.as_deref().map(clip_detail),
-            },
+            ApiError::BadRequest { message, detail } | ApiError::TooLarge { message, detail } => {
+                ErrorBody {
+                    message: message.clone(),
+                    detail: detail.as_deref().map(clip_detail),
+                }
+            }
             ApiError::Internal { context, .. } => ErrorBody {
                 message: messages::INTERNAL.to_string(),
                 detail: Some(clip_detail(context)),

@@ -6,11 +6,15 @@
 //! - [`routes`]: one file per endpoint; [`http`] and [`error`] hold what they share
 //! - [`paths`]: the `/workspace` path policy; [`sandbox`] and [`cgroup`]: how a sandboxed process starts;
 //!   [`runner`]: running it to completion; [`output`]: capture, caps and trimming
+//! - [`archive`]: tar.gz validation, extraction and download streaming; [`fsuser`]: file work done as
+//!   the sandbox user; [`wrapper`]: the run-ts/run-js entry module
 //! - [`probe`]: shell and runtimes, probed once at start
 
+pub mod archive;
 pub mod cgroup;
 pub mod config;
 pub mod error;
+pub mod fsuser;
 pub mod http;
 pub mod output;
 pub mod paths;
@@ -20,6 +24,7 @@ pub mod runner;
 pub mod sandbox;
 pub mod server;
 pub mod state;
+pub mod wrapper;
 
 /// The agent's semver, sent as `X-RDS-Agent-Version` and in `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

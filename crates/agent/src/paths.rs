@@ -27,6 +27,29 @@ impl WorkspacePath {
             &self.0
         }
     }
+
+    /// The path's components, first to last (none for the root).
+    pub fn components(&self) -> Vec<&OsStr> {
+        self.0.iter().collect()
+    }
+
+    /// The path made of the first `n` components.
+    pub fn prefix(&self, n: usize) -> WorkspacePath {
+        WorkspacePath(self.0.iter().take(n).collect())
+    }
+
+    /// The last component; `None` for the root.
+    pub fn file_name(&self) -> Option<&OsStr> {
+        self.0.file_name()
+    }
+
+    /// The parent directory; `None` for the root.
+    pub fn parent(&self) -> Option<WorkspacePath> {
+        self.0.file_name()?;
+        Some(WorkspacePath(
+            self.0.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,7 +144,48 @@ pub fn open_dir(
             other => return other.map_err(classify),
         }
     }
-    walk_beneath(root_fd, path.relative())
+    walk(root_fd, path.relative(), false)
+}
+
+/// Opens `path` (already normalised) as an `O_PATH` handle beneath `root`, whatever its type; symlinks
+/// are followed as long as they stay beneath the root. Missing → [`OpenError::NotADirectory`] (the
+/// caller words it).
+pub fn open_any(
+    root: &Path,
+    path: &WorkspacePath,
+    resolver: Resolver,
+) -> Result<OwnedFd, OpenError> {
+    let root_fd = open_root(root).map_err(|source| OpenError::Root {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if resolver == Resolver::Auto {
+        match openat2_flags(&root_fd, path.relative(), libc::O_PATH | libc::O_CLOEXEC) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {}
+            other => return other.map_err(classify),
+        }
+    }
+    walk(root_fd, path.relative(), true)
+}
+
+/// Reopens an `O_PATH` handle for reading, with the permission check of the calling thread's
+/// credentials (through `/proc/self/fd`, which every thread of the agent may use).
+pub fn reopen(fd: &OwnedFd, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let c = cstring(OsStr::new(&path))?;
+    // SAFETY: valid C string; the returned descriptor is owned by us.
+    owned(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })
+}
+
+/// `fstat` of a descriptor.
+pub fn stat_fd(fd: &impl AsRawFd) -> io::Result<libc::stat> {
+    // SAFETY: zeroed stat is a valid out-buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
 }
 
 fn classify(e: io::Error) -> OpenError {
@@ -158,10 +222,18 @@ fn owned(fd: RawFd) -> io::Result<OwnedFd> {
 }
 
 fn openat2_beneath(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
+    openat2_flags(
+        root,
+        rel,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    )
+}
+
+fn openat2_flags(root: &OwnedFd, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     let c = cstring(rel.as_os_str())?;
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.flags = flags as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
     // EAGAIN means a concurrent rename raced with `..` resolution; the kernel asks us to retry.
     for _ in 0..8 {
@@ -188,7 +260,7 @@ const MAX_SYMLINKS: usize = 40;
 
 /// The walk `RESOLVE_BENEATH` does, in user space: one component at a time with `O_NOFOLLOW`, symlinks
 /// expanded by hand (absolute targets refused), `..` never above the root.
-fn walk_beneath(root: OwnedFd, rel: &Path) -> Result<OwnedFd, OpenError> {
+fn walk(root: OwnedFd, rel: &Path, any_last: bool) -> Result<OwnedFd, OpenError> {
     let mut pending: Vec<PathBuf> = components_rev(rel);
     let mut stack: Vec<OwnedFd> = Vec::new();
     let mut current = root;
@@ -225,6 +297,8 @@ fn walk_beneath(root: OwnedFd, rel: &Path) -> Result<OwnedFd, OpenError> {
             pending.extend(components_rev(&target));
         } else if kind == libc::S_IFDIR {
             stack.push(std::mem::replace(&mut current, next));
+        } else if any_last && pending.is_empty() {
+            return Ok(next);
         } else {
             return Err(OpenError::NotADirectory);
         }
@@ -339,6 +413,44 @@ mod tests {
             Err(OpenError::NotADirectory) => "notdir",
             Err(e) => panic!("{p}: {e:?}"),
         }
+    }
+
+    #[test]
+    fn open_any_both_resolvers_agree() {
+        let dir = scratch();
+        let root = dir.join("ws");
+        let cases = [
+            ("file", "file"),
+            ("tofile", "file"),
+            ("a/b", "dir"),
+            ("inside", "dir"),
+            ("up", "escapes"),
+            ("abs", "escapes"),
+            ("missing", "missing"),
+            ("file/x", "missing"),
+            ("loop", "missing"),
+        ];
+        for resolver in [Resolver::Auto, Resolver::Walk] {
+            for (p, want) in cases {
+                let got = match open_any(&root, &normalize(p).unwrap(), resolver) {
+                    Ok(fd) => match stat_fd(&fd).unwrap().st_mode & libc::S_IFMT {
+                        libc::S_IFDIR => "dir",
+                        libc::S_IFREG => "file",
+                        _ => "other",
+                    },
+                    Err(OpenError::Escapes) => "escapes",
+                    Err(OpenError::NotADirectory) => "missing",
+                    Err(e) => panic!("{p}: {e:?}"),
+                };
+                assert_eq!(got, want, "{p} with {resolver:?}");
+            }
+        }
+        let fd = open_any(&root, &normalize("file").unwrap(), Resolver::Auto).unwrap();
+        let readable = reopen(&fd, libc::O_RDONLY).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(readable), &mut text).unwrap();
+        assert_eq!(text, "x");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -169,7 +169,9 @@ async fn main() {
             retry_attempts: 1,
             retry_delay: Duration::from_millis(10),
             timeout: Duration::from_secs(5),
+            binary_timeout: Duration::from_secs(30),
             max_json_response_bytes: 2_000_000,
+            max_binary_response_bytes: 50_000_000,
         },
     );
     let mut raw = Vec::new();

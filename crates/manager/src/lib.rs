@@ -7,9 +7,11 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod execlog;
 pub mod lifecycle;
 pub mod model;
 mod startup;
 pub mod storage;
+pub mod vmlogs;
 
 pub use startup::{build, serve, App};

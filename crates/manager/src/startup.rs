@@ -46,6 +46,8 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         firecracker_bin: settings.backend.firecracker_bin.clone(),
         jailer_bin: settings.backend.jailer_bin.clone(),
         runas: (settings.backend.jailer_uid, settings.backend.jailer_gid),
+        jailer_chroot_base_dir: settings.backend.jailer_chroot_base_dir.clone(),
+        firecracker_log_level: settings.backend.firecracker_log_level.to_string(),
     };
     let selection = match rds_vmm::select(&choice) {
         Ok(s) => Some(s),
@@ -112,7 +114,9 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
             retry_attempts: vs.retry_attempts,
             retry_delay: Duration::from_millis(vs.retry_delay_ms),
             timeout: Duration::from_millis(vs.timeout_ms),
+            binary_timeout: Duration::from_millis(vs.binary_timeout_ms),
             max_json_response_bytes: vs.max_json_response_bytes,
+            max_binary_response_bytes: vs.max_binary_response_bytes,
         },
         health_timeout: Duration::from_millis(vs.health_timeout_ms),
         max_vms: settings.limits.max_vms,

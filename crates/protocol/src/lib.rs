@@ -3,7 +3,16 @@
 //! Both sides depend on this crate alone for the wire format, so a change here is a protocol change:
 //! bump [`PROTOCOL_VERSION`] when an old peer could no longer understand a new one.
 
+pub mod files;
 pub mod handshake;
+mod run;
+mod system;
+
+pub use run::{
+    RunRequest, RunResult, FORBIDDEN_DENO_FLAGS, FORBIDDEN_NODE_FLAGS, MAX_RUN_ARGS, MAX_RUN_ENV,
+    MAX_RUN_FLAGS, MAX_RUN_FLAG_CHARS, RESULT_CAP_BYTES,
+};
+pub use system::{EntropyReseedRequest, FirewallRequest, NetConfigRequest, TimeSyncRequest};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,6 +60,16 @@ pub const HEADER_MAX_RESPONSE_BYTES: &str = "x-rds-max-response-bytes";
 pub mod paths {
     pub const HEALTH: &str = "/health";
     pub const EXEC: &str = "/exec";
+    pub const RUN_TS: &str = "/run-ts";
+    pub const RUN_JS: &str = "/run-js";
+    pub const FILES_UPLOAD: &str = "/files/upload";
+    pub const FILES_DOWNLOAD: &str = "/files/download";
+    pub const REPLACE_TREE: &str = "/internal/files/replace-tree";
+    pub const FIREWALL_ALLOWLIST: &str = "/firewall/allowlist";
+    pub const NET_CONFIG: &str = "/net/config";
+    pub const TIME_SYNC: &str = "/time/sync";
+    pub const ENTROPY_RESEED: &str = "/entropy/reseed";
+    pub const FS_SYNC: &str = "/fs/sync";
 }
 
 /// Fixed `message` texts of agent error replies (spec `agent.md` §3, §5).
@@ -63,6 +82,15 @@ pub mod messages {
     pub const INTERNAL: &str = "Internal error";
     pub const ONLY_WORKSPACE: &str = "Only /workspace paths are allowed";
     pub const PATH_ESCAPES: &str = "Path escapes /workspace";
+    /// `Firewall update failed: <reason>` (500).
+    pub const FIREWALL_FAILED_PREFIX: &str = "Firewall update failed";
+    /// `Network configuration failed: <reason>` (500).
+    pub const NET_CONFIG_FAILED_PREFIX: &str = "Network configuration failed";
+    pub const UNIX_TIME_REQUIRED: &str = "unixTimeMs is required";
+    pub const DENO_MISSING: &str = "deno is not available in this image";
+    pub const NODE_MISSING: &str = "node is not available in this image";
+    pub const CODE_OR_PATH_REQUIRED: &str = "code or path is required";
+    pub const CODE_AND_PATH_EXCLUSIVE: &str = "code and path are mutually exclusive";
 }
 
 /// `^[A-Za-z_][A-Za-z0-9_]*$`, the rule for environment keys everywhere.
@@ -139,7 +167,7 @@ pub struct ErrorBody {
     pub detail: Option<String>,
 }
 
-fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Default + Deserialize<'de>,

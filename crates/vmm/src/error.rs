@@ -27,6 +27,14 @@ pub enum VmmError {
     },
     #[error("VMM rejected {command}: {message}")]
     Rejected { command: String, message: String },
+    /// A non-2xx answer of Firecracker's API: its `fault_message` and the tail of its log.
+    #[error("firecracker rejected {call} (HTTP {status}): {fault_message}{}", log_suffix(.log_tail))]
+    Api {
+        call: String,
+        status: u16,
+        fault_message: String,
+        log_tail: String,
+    },
     #[error("VMM is not running")]
     Gone,
     #[error("{0} is not supported by this backend")]
@@ -40,5 +48,13 @@ impl VmmError {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn log_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; log: {tail}")
     }
 }

@@ -6,10 +6,12 @@
 //! got. This crate cannot see the manager's HTTP, DB or config types: its `Cargo.toml` is the import rule.
 
 mod error;
+pub mod firecracker;
 pub mod probe;
 pub mod process;
 pub mod qemu;
 pub mod select;
+mod transcript;
 
 pub use error::VmmError;
 pub use select::{select, BackendChoice, Selection};
@@ -172,4 +174,27 @@ pub trait VmmBackend: Send + Sync + 'static {
 
     /// After exit: remove the run directory and helpers; keep `logs/`. Idempotent.
     async fn cleanup(&self, vm: &VmRuntime) -> Result<(), VmmError>;
+
+    /// Writes the memory (`mem.snap`) and device/vCPU state (`vmstate.snap`) of a **paused** VM into
+    /// `dir` (an existing directory on the storage filesystem); the VM stays paused. On failure the
+    /// caller deletes partial files. Backends without memory snapshots return `Unsupported`.
+    async fn snapshot_create(&self, vm: &VmRuntime, dir: &Path) -> Result<(), VmmError> {
+        let _ = (vm, dir);
+        Err(VmmError::Unsupported("memory snapshots"))
+    }
+
+    /// As [`VmmBackend::boot`] after [`VmmBackend::prepare`], but resumes the memory snapshot in
+    /// `snapshot_dir` (`mem.snap`, `vmstate.snap`) with this VM's disk, TAP and agent socket. A rejected
+    /// load leaves nothing running; the manager then cold-boots.
+    async fn restore(&self, spec: &VmSpec, snapshot_dir: &Path) -> Result<VmRuntime, VmmError> {
+        let _ = (spec, snapshot_dir);
+        Err(VmmError::Unsupported("memory snapshots"))
+    }
+
+    /// Re-attaches what the backend runs beside a live VMM after a manager restart (Firecracker: the
+    /// log FIFO drains). Call it for every VM that [`VmmBackend::is_alive`] confirmed. Idempotent.
+    async fn adopt(&self, vm: &VmRuntime) -> Result<(), VmmError> {
+        let _ = vm;
+        Ok(())
+    }
 }

@@ -1,5 +1,6 @@
 //! Picks the backend once at startup (`vmm-backends.md` §2) and says why.
 
+use crate::firecracker::{FirecrackerBackend, FirecrackerConfig};
 use crate::probe::{probe_kvm, KvmProbe};
 use crate::qemu::{QemuBackend, QemuConfig};
 use crate::{Accel, VmmBackend};
@@ -31,6 +32,39 @@ pub struct BackendChoice {
     pub jailer_bin: PathBuf,
     /// uid:gid the VMM processes drop to.
     pub runas: (u32, u32),
+    /// `JAILER_CHROOT_BASE_DIR` (absolute).
+    pub jailer_chroot_base_dir: PathBuf,
+    /// `FIRECRACKER_LOG_LEVEL`: `Error` | `Warning` | `Info` | `Debug` | `Trace` | `Off`.
+    pub firecracker_log_level: String,
+}
+
+impl Default for BackendChoice {
+    /// The defaults of `config.md` (with `STORAGE_ROOT` at `/var/lib/run-dat-sheesh`).
+    fn default() -> Self {
+        BackendChoice {
+            requested: Requested::Auto,
+            qemu_accel: AccelChoice::Auto,
+            qemu_bin: "qemu-system-x86_64".into(),
+            vhost_vsock_bin: "vhost-device-vsock".into(),
+            firecracker_bin: "/usr/local/bin/firecracker".into(),
+            jailer_bin: "/usr/local/bin/jailer".into(),
+            runas: (1234, 1234),
+            jailer_chroot_base_dir: "/var/lib/run-dat-sheesh/jailer".into(),
+            firecracker_log_level: "Warning".into(),
+        }
+    }
+}
+
+impl BackendChoice {
+    pub fn firecracker_config(&self) -> FirecrackerConfig {
+        FirecrackerConfig {
+            firecracker_bin: self.firecracker_bin.clone(),
+            jailer_bin: self.jailer_bin.clone(),
+            chroot_base_dir: self.jailer_chroot_base_dir.clone(),
+            runas: self.runas,
+            log_level: self.firecracker_log_level.clone(),
+        }
+    }
 }
 
 pub struct Selection {
@@ -51,13 +85,15 @@ pub struct SelectError {
 pub fn select(choice: &BackendChoice) -> Result<Selection, Vec<SelectError>> {
     let needs_probe = choice.requested != Requested::Qemu || choice.qemu_accel != AccelChoice::Tcg;
     let probe = needs_probe.then(probe_kvm);
-    let fc_missing = firecracker_missing(choice);
 
-    let mut why_not_fc = match (&fc_missing, &probe) {
-        (Some(m), _) => m.clone(),
-        (None, Some(p)) if !p.is_usable() => format!("kvm probe: {p}"),
-        // The Firecracker backend is its own issue; until it lands QEMU serves every host.
-        _ => "the firecracker backend is not built into this release".to_string(),
+    let why_not_fc = match firecracker_verdict(choice, probe.as_ref()) {
+        Verdict::Qualifies => match select_firecracker(choice, probe.clone()) {
+            Ok(selection) => return Ok(selection),
+            // A configuration error of a host that qualifies fails startup, naming the variable.
+            Err(Failure::Config(e)) => return Err(vec![e]),
+            Err(Failure::Unusable(reason)) => reason,
+        },
+        Verdict::No(reason) => reason,
     };
     if choice.requested == Requested::Firecracker {
         return Err(vec![SelectError {
@@ -108,15 +144,54 @@ pub fn select(choice: &BackendChoice) -> Result<Selection, Vec<SelectError>> {
             reason: e.to_string(),
         }]
     })?;
-    if choice.requested == Requested::Qemu {
-        why_not_fc = "VMM_BACKEND=qemu".to_string();
-    }
     Ok(Selection {
         backend: Arc::new(backend),
         reason: format!(
             "qemu ({}), firecracker not used: {why_not_fc}",
             accel.as_str()
         ),
+        kvm_probe: probe,
+    })
+}
+
+enum Verdict {
+    Qualifies,
+    No(String),
+}
+
+enum Failure {
+    Config(SelectError),
+    Unusable(String),
+}
+
+/// Firecracker qualifies when both binaries are executable files and the KVM probe passes (§2).
+fn firecracker_verdict(choice: &BackendChoice, probe: Option<&KvmProbe>) -> Verdict {
+    if choice.requested == Requested::Qemu {
+        return Verdict::No("VMM_BACKEND=qemu".into());
+    }
+    if let Some(missing) = firecracker_missing(choice) {
+        return Verdict::No(missing);
+    }
+    match probe {
+        Some(p) if p.is_usable() => Verdict::Qualifies,
+        Some(p) => Verdict::No(format!("kvm probe: {p}")),
+        None => Verdict::No("kvm probe not run".into()),
+    }
+}
+
+fn select_firecracker(
+    choice: &BackendChoice,
+    probe: Option<KvmProbe>,
+) -> Result<Selection, Failure> {
+    let cfg = choice.firecracker_config();
+    if let Err((variable, reason)) = cfg.validate() {
+        return Err(Failure::Config(SelectError { variable, reason }));
+    }
+    let backend = FirecrackerBackend::new(cfg).map_err(|e| Failure::Unusable(e.to_string()))?;
+    let version = backend.capabilities().vmm_version.clone();
+    Ok(Selection {
+        backend: Arc::new(backend),
+        reason: format!("firecracker {version} (kvm): binaries executable, kvm probe: usable"),
         kvm_probe: probe,
     })
 }
@@ -198,7 +273,7 @@ mod tests {
             vhost_vsock_bin: "vhost-device-vsock".into(),
             firecracker_bin: "/nonexistent/firecracker".into(),
             jailer_bin: "/nonexistent/jailer".into(),
-            runas: (1234, 1234),
+            ..BackendChoice::default()
         };
         let err = select(&choice).err().unwrap();
         assert_eq!(err[0].variable, "VMM_BACKEND");
@@ -207,5 +282,52 @@ mod tests {
             "{}",
             err[0].reason
         );
+    }
+
+    fn verdict_of(c: &BackendChoice, p: Option<&KvmProbe>) -> String {
+        match firecracker_verdict(c, p) {
+            Verdict::Qualifies => "qualifies".into(),
+            Verdict::No(r) => r,
+        }
+    }
+
+    #[test]
+    fn firecracker_verdicts_say_why() {
+        let usable = KvmProbe::Usable;
+        let pvm = KvmProbe::Unusable {
+            step: "cpu flags",
+            reason: "kvm_pvm is loaded".into(),
+        };
+        let c = BackendChoice {
+            firecracker_bin: "/nonexistent/firecracker".into(),
+            ..BackendChoice::default()
+        };
+        assert_eq!(
+            verdict_of(&c, Some(&usable)),
+            "FIRECRACKER_BIN /nonexistent/firecracker is not an executable file"
+        );
+        // Any executable file passes the binary check; `sh` stands in for both.
+        let sh = which("sh").unwrap();
+        let c = BackendChoice {
+            firecracker_bin: sh.clone(),
+            jailer_bin: "/nonexistent/jailer".into(),
+            ..BackendChoice::default()
+        };
+        assert!(verdict_of(&c, Some(&usable)).starts_with("JAILER_BIN /nonexistent/jailer"));
+        let c = BackendChoice {
+            firecracker_bin: sh.clone(),
+            jailer_bin: sh,
+            ..BackendChoice::default()
+        };
+        assert_eq!(
+            verdict_of(&c, Some(&pvm)),
+            "kvm probe: unusable: cpu flags: kvm_pvm is loaded"
+        );
+        assert_eq!(verdict_of(&c, Some(&usable)), "qualifies");
+        let q = BackendChoice {
+            requested: Requested::Qemu,
+            ..c
+        };
+        assert_eq!(verdict_of(&q, Some(&usable)), "VMM_BACKEND=qemu");
     }
 }

@@ -81,7 +81,7 @@ fn validate_env(
         .collect()
 }
 
-fn validate_timeout(ms: Option<u64>) -> Result<Duration, ApiError> {
+pub(super) fn validate_timeout(ms: Option<u64>) -> Result<Duration, ApiError> {
     match ms.unwrap_or(DEFAULT_TIMEOUT_MS) {
         0 => Err(ApiError::bad_request("timeoutMs must be an integer >= 1")),
         ms => Ok(Duration::from_millis(ms)),

@@ -35,6 +35,11 @@ pub fn wait_until<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Opti
 
 impl Agent {
     pub fn start(name: &str) -> Agent {
+        Agent::start_in(name, &[])
+    }
+
+    /// Starts the agent behind `wrapper` (e.g. `unshare -n -u --`), which must exec it in place.
+    pub fn start_in(name: &str, wrapper: &[&str]) -> Agent {
         let dir = std::env::temp_dir().join(format!("rds-agent-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let workspace = dir.join("ws");
@@ -43,7 +48,19 @@ impl Agent {
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let socket = dir.join("agent.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_rds-agent"))
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        let bin = env!("CARGO_BIN_EXE_rds-agent");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
+            .env("RDS_AGENT_RUN_DIR", dir.join("run"))
+            .env("RDS_AGENT_ETC", dir.join("etc"))
             .env("RDS_AGENT_LISTEN", format!("unix:{}", socket.display()))
             .env("RDS_AGENT_WORKSPACE", &workspace)
             .env("RDS_AGENT_CGROUP", "off")
@@ -62,6 +79,14 @@ impl Agent {
             socket,
             workspace,
         }
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    pub fn etc(&self) -> PathBuf {
+        self.dir.join("etc")
     }
 
     pub fn pid(&self) -> u32 {
@@ -169,7 +194,13 @@ fn parse(raw: &[u8]) -> Reply {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let body = raw[split + 4..].to_vec();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
     let reply = Reply {
         status,
         headers,
@@ -183,6 +214,26 @@ fn parse(raw: &[u8]) -> Reply {
         );
     }
     reply
+}
+
+/// Decodes a chunked body; panics on a malformed or unterminated one (a cut-off stream).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = std::str::from_utf8(&raw[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        assert_eq!(&raw[size..size + 2], b"\r\n");
+        raw = &raw[size + 2..];
+    }
 }
 
 /// Processes whose command line (argv joined by spaces) starts with `prefix`.

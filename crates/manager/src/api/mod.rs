@@ -43,7 +43,13 @@ pub fn router(state: AppState) -> Router {
             "/vms/{id}",
             get(routes::vms::get).delete(routes::vms::destroy),
         )
-        .route("/vms/{id}/exec", post(routes::vms::exec))
+        .route("/vms/{id}/exec", post(routes::runs::exec))
+        .route("/vms/{id}/run-ts", post(routes::runs::run_ts))
+        .route("/vms/{id}/run-js", post(routes::runs::run_js))
+        .route("/vms/{id}/files/upload", post(routes::files::upload))
+        .route("/vms/{id}/files/download", get(routes::files::download))
+        .route("/vms/{id}/logs", get(routes::logs::vm_log))
+        .route("/vms/{id}/exec-logs", get(routes::logs::exec_logs))
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -166,6 +166,7 @@ impl VmService {
             .await
             .map_err(Failed::host)?;
         self.wait_ready(&rt, &guard.cancel).await?;
+        self.provision_guest(&vm.id).await?;
         self.inner
             .db
             .set_running(&vm.id, "boot")
@@ -173,6 +174,21 @@ impl VmService {
             .map_err(Failed::host)?;
         self.watch(rt);
         tracing::info!(vm_id = %vm.id, provision_mode = "boot", "vm.started");
+        Ok(())
+    }
+
+    /// Guest setup after readiness (`vm-lifecycle.md` §2 step 8): the clock first, so everything the
+    /// guest does later carries real timestamps.
+    async fn provision_guest(&self, id: &str) -> Result<(), Failed> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let sync = rds_protocol::TimeSyncRequest {
+            unix_time_ms: now.as_millis() as u64,
+        };
+        self.agent_for(id)
+            .call_no_content(rds_protocol::paths::TIME_SYNC, Some(&sync))
+            .await?;
         Ok(())
     }
 

@@ -4,12 +4,15 @@
 mod create;
 mod destroy;
 mod error;
-mod exec;
+pub(crate) mod exec;
+mod execlog;
+mod files;
 mod ops;
 mod ready;
 mod watch;
 
 pub use create::CreateVm;
+pub use exec::{RunReply, Runtime};
 pub use error::{BootFailure, LifecycleError};
 
 use crate::agent::{AgentClient, AgentConfig};

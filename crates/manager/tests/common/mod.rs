@@ -135,3 +135,119 @@ pub fn vm_dirs(tm: &TestManager) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+impl TestManager {
+    /// POST a tar.gz to `files/upload?dest=`.
+    pub async fn upload(&self, id: &str, dest: &str, archive: Vec<u8>) -> Resp {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/v1/vms/{id}/files/upload?dest={dest}"))
+            .header("x-api-key", KEY)
+            .header("content-type", "application/gzip")
+            .body(Body::from(archive))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// GET `files/download?path=`: status, headers and raw bytes.
+    pub async fn download(&self, id: &str, path: &str) -> (StatusCode, HeaderMap, bytes::Bytes) {
+        let req = Request::builder()
+            .uri(format!("/v1/vms/{id}/files/download?path={path}"))
+            .header("x-api-key", KEY)
+            .body(Body::empty())
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.expect("router");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        (status, headers, bytes)
+    }
+
+    /// Creates a RUNNING VM and returns its id.
+    pub async fn create_vm(&self, body: Value) -> String {
+        let r = self.call(Method::POST, "/v1/vms", Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+        r.json["id"].as_str().unwrap().to_string()
+    }
+}
+
+/// Builds tar.gz archives, including malformed entries the `tar` crate would refuse to write.
+pub mod archive {
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    pub enum Entry<'a> {
+        File(&'a str, &'a [u8]),
+        Dir(&'a str),
+        Symlink(&'a str, &'a str),
+        Hardlink(&'a str, &'a str),
+    }
+
+    pub fn targz(entries: &[Entry]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            let (name, data, kind, link): (&str, &[u8], tar::EntryType, Option<&str>) = match e {
+                Entry::File(n, d) => (n, d, tar::EntryType::Regular, None),
+                Entry::Dir(n) => (n, &[], tar::EntryType::Directory, None),
+                Entry::Symlink(n, t) => (n, &[], tar::EntryType::Symlink, Some(t)),
+                Entry::Hardlink(n, t) => (n, &[], tar::EntryType::Link, Some(t)),
+            };
+            // Raw name bytes: set_path would refuse `..` and absolute paths, which these tests need.
+            let raw = &mut h.as_old_mut().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            if let Some(t) = link {
+                h.as_old_mut().linkname[..t.len()].copy_from_slice(t.as_bytes());
+            }
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(if matches!(kind, tar::EntryType::Directory) { 0o755 } else { 0o644 });
+            h.set_mtime(1_700_000_000);
+            h.set_cksum();
+            tar.append(&h, data).unwrap();
+        }
+        gz(&tar.into_inner().unwrap())
+    }
+
+    pub fn gz(data: &[u8]) -> Vec<u8> {
+        let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// A tar.gz of one file of `size` zero bytes, streamed through the encoder (a gzip bomb).
+    pub fn zeros(name: &str, size: u64) -> Vec<u8> {
+        let enc = GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut tar = tar::Builder::new(enc);
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append(&h, std::io::repeat(0).take_bytes(size)).unwrap();
+        tar.into_inner().unwrap().finish().unwrap()
+    }
+
+    trait TakeBytes: std::io::Read + Sized {
+        fn take_bytes(self, n: u64) -> std::io::Take<Self> {
+            std::io::Read::take(self, n)
+        }
+    }
+    impl<R: std::io::Read> TakeBytes for R {}
+
+    /// File name → content of every regular file in a tar.gz.
+    pub fn files(targz: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+        use std::io::Read;
+        let mut out = std::collections::BTreeMap::new();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(targz));
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.header().entry_type() == tar::EntryType::Regular {
+                let name = e.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                out.insert(name, data);
+            }
+        }
+        out
+    }
+}

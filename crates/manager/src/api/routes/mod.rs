@@ -1,4 +1,7 @@
+pub mod files;
 pub mod health;
+pub mod logs;
+pub mod runs;
 pub mod vms;
 
 use super::error::ApiError;

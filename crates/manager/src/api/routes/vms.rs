@@ -52,15 +52,3 @@ pub async fn destroy(State(st): State<AppState>, VmId(id): VmId) -> Result<Statu
     st.vms.destroy(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
-
-pub async fn exec(
-    State(st): State<AppState>,
-    VmId(id): VmId,
-    JsonObject(body): JsonObject<{ 1024 * KIB }>,
-) -> Result<Json<Value>, ApiError> {
-    let (req, timeout_ms) = validate::exec(&body, &st.limits)?;
-    let result = st.vms.exec(&id, &req, timeout_ms).await?;
-    Ok(Json(
-        serde_json::to_value(result).map_err(|e| ApiError::internal(e.to_string()))?,
-    ))
-}

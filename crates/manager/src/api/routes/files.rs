@@ -1,0 +1,114 @@
+//! `POST /v1/vms/:id/files/upload`, `GET …/files/download` (`api.md` §3.9). Upload bodies are spooled
+//! to `STORAGE_ROOT/tmp` under the 10 MiB cap, then streamed to the agent; downloads stream through.
+
+use crate::api::error::ApiError;
+use crate::api::extract::VmId;
+use crate::api::AppState;
+use crate::lifecycle::LifecycleError;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use std::collections::HashMap;
+use tokio::io::AsyncWriteExt;
+
+const UPLOAD_LIMIT: u64 = 10 * 1024 * 1024;
+const UPLOAD_TYPES: [&str; 3] = ["application/gzip", "application/x-gzip", "application/octet-stream"];
+
+/// Removes the spool file however the request ends.
+struct Spool(std::path::PathBuf);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub async fn upload(
+    State(st): State<AppState>,
+    VmId(id): VmId,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> Result<StatusCode, ApiError> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if !UPLOAD_TYPES.contains(&mime.as_str()) {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type"));
+    }
+    let dest = q.get("dest").filter(|d| !d.is_empty()).ok_or_else(|| ApiError::bad_request("dest is required"))?;
+    st.vms.running(&id).await?;
+    let spool = Spool(st.vms.spool_dir().join(format!("upload-{}", uuid::Uuid::new_v4())));
+    let mut file = tokio::fs::File::create(&spool.0)
+        .await
+        .map_err(|e| ApiError::internal(format!("spool {}: {e}", spool.0.display())))?;
+    let mut len = 0u64;
+    let mut body = req.into_body().into_data_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload body: {e}")))?;
+        len += chunk.len() as u64;
+        if len > UPLOAD_LIMIT {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Body too large"));
+        }
+        file.write_all(&chunk).await.map_err(|e| ApiError::internal(format!("spool write: {e}")))?;
+    }
+    file.flush().await.map_err(|e| ApiError::internal(format!("spool flush: {e}")))?;
+    let file = tokio::fs::File::open(&spool.0)
+        .await
+        .map_err(|e| ApiError::internal(format!("spool reopen: {e}")))?;
+    st.vms.upload(&id, dest, file, len).await.map_err(agent_message)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn download(
+    State(st): State<AppState>,
+    VmId(id): VmId,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let path = q.get("path").filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad_request("path is required"))?;
+    let limit = st.vms.max_download_bytes();
+    let stream = st.vms.download(&id, path).await.map_err(|e| match e {
+        LifecycleError::Agent(crate::agent::AgentError::Status { status: 413, .. }) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Download too large (limit {limit} bytes)"),
+        ),
+        other => agent_message(other),
+    })?;
+    let name = basename(path);
+    let disposition = format!("attachment; filename=\"{name}.tar.gz\"");
+    Ok((
+        [(header::CONTENT_TYPE, "application/gzip".to_string()), (header::CONTENT_DISPOSITION, disposition)],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// The agent's 400s name the archive or path problem; keep its message and detail.
+fn agent_message(e: LifecycleError) -> ApiError {
+    ApiError::from(e)
+}
+
+/// A safe file name for the Content-Disposition header.
+fn basename(path: &str) -> String {
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let clean: String = last
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .collect();
+    match clean.as_str() {
+        "" | "." | ".." => "workspace".to_string(),
+        _ => clean,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn download_names() {
+        assert_eq!(super::basename("/workspace"), "workspace");
+        assert_eq!(super::basename("/workspace/a/b.txt"), "b.txt");
+        assert_eq!(super::basename("dir/"), "dir");
+        assert_eq!(super::basename("."), "workspace");
+        assert_eq!(super::basename("x\"y"), "xy");
+    }
+}

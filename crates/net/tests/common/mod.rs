@@ -1,0 +1,555 @@
+//! Namespace harness for the real-packet tests and the bench.
+//!
+//! Topology (every namespace is created here and deleted on drop; no packet leaves them):
+//!
+//! ```text
+//!  guest ns "vmN"            host ns (HostNet runs here)                 "internet" ns
+//!  eth0 (TAP, 172.16.0.N) ⇄ rds-tapN (TAP) ─ rds-br0 172.16.0.1   upl0 198.18.0.1 ═ eth0 198.18.0.10/.11/.53,
+//!        └── frames copied by a Wire thread, as a VMM would ──┘          (veth)        169.254.169.254
+//! ```
+//!
+//! A TAP carries packets only while a process holds it open, so each "VM" is a namespace
+//! whose own TAP (`eth0`) is joined to the product's TAP by a thread that copies frames both
+//! ways — what QEMU does with its virtio-net queue.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+pub const INET_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+pub const INET_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+pub const INET_DNS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 53);
+pub const HOST_UPLINK: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const TEST_NAME: &str = "example.test.";
+
+/// Whether this process may run the namespace tests; prints `SKIP <test>: <reason>` if not.
+pub fn can_run(test: &str) -> bool {
+    let reason = if unsafe { libc::geteuid() } != 0 {
+        Some("not root")
+    } else if !std::path::Path::new("/dev/net/tun").exists() {
+        Some("no /dev/net/tun")
+    } else if Command::new("nft").arg("--version").output().is_err() {
+        Some("nft not installed")
+    } else if Command::new("ip").arg("-V").output().is_err() {
+        Some("ip (iproute2) not installed")
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => {
+            println!("SKIP {test}: {r}");
+            false
+        }
+        None => true,
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A named network namespace, deleted on drop.
+pub struct Ns {
+    pub name: String,
+}
+
+impl Ns {
+    pub fn new(role: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("rdsnt{}-{n}-{role}", std::process::id());
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Ns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> <args>`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        sh(&full);
+    }
+
+    /// Output of a command run inside the namespace.
+    pub fn output(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        let out = Command::new(full[0]).args(&full[1..]).output().unwrap();
+        assert!(out.status.success(), "{full:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `f` on a new thread inside the namespace and returns its result.
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        self.spawn(f).join().expect("namespace thread panicked")
+    }
+
+    /// Starts `f` on a new thread inside the namespace.
+    pub fn spawn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> JoinHandle<R> {
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            enter(&name);
+            f()
+        })
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Moves the calling thread into namespace `name`.
+pub fn enter(name: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
+    // SAFETY: plain syscall on an open namespace descriptor; affects only this thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+}
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Copies Ethernet frames between two TAP descriptors until dropped.
+pub struct Wire {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Wire {
+    /// Joins the product's TAP `tap` in `host` to a new TAP `eth0` in `guest`.
+    pub fn connect(host: &Ns, tap: &str, guest: &Ns) -> Self {
+        let t = tap.to_string();
+        let a: OwnedFd = host.run(move || rds_net::tap_dev::open(&t).expect("open host TAP"));
+        let b: OwnedFd = guest.run(|| rds_net::tap_dev::open("eth0").expect("open guest TAP"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || pump(a, b, &s));
+        Wire {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn pump(a: OwnedFd, b: OwnedFd, stop: &AtomicBool) {
+    let mut buf = vec![0u8; 65536];
+    let fds = [a.as_raw_fd(), b.as_raw_fd()];
+    while !stop.load(Ordering::Relaxed) {
+        let mut p = [
+            libc::pollfd {
+                fd: fds[0],
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: fds[1],
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `p` is a valid array of two pollfd structures.
+        let n = unsafe { libc::poll(p.as_mut_ptr(), 2, 50) };
+        if n <= 0 {
+            continue;
+        }
+        for (i, pfd) in p.iter().enumerate() {
+            if pfd.revents & libc::POLLIN == 0 {
+                continue;
+            }
+            let (from, to) = (fds[i], fds[1 - i]);
+            // SAFETY: reading into / writing from a live buffer of the stated length.
+            let len = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
+            if len > 0 {
+                unsafe { libc::write(to, buf.as_ptr().cast(), len as usize) };
+            }
+        }
+    }
+}
+
+/// A "VM": a namespace with `eth0` wired to the product TAP and configured like the agent does.
+pub struct Guest {
+    pub ns: Ns,
+    pub ip: Ipv4Addr,
+    _wire: Wire,
+}
+
+impl Guest {
+    pub fn new(host: &Ns, vm: &rds_net::VmNet, gateway: Ipv4Addr) -> Self {
+        let ns = Ns::new(&format!("vm{}", vm.index));
+        let wire = Wire::connect(host, &vm.tap, &ns);
+        let mac = vm.mac.to_string();
+        ns.ip(&["link", "set", "eth0", "address", &mac, "up"]);
+        ns.ip(&["addr", "add", &format!("{}/24", vm.ip), "dev", "eth0"]);
+        ns.ip(&["route", "add", "default", "via", &gateway.to_string()]);
+        Guest {
+            ns,
+            ip: vm.ip,
+            _wire: wire,
+        }
+    }
+
+    /// HTTP GET from inside the guest; `Err` on timeout or refusal.
+    pub fn http(&self, to: Ipv4Addr, port: u16) -> Result<String, String> {
+        self.http_from(None, to, port)
+    }
+
+    pub fn http_from(
+        &self,
+        from: Option<Ipv4Addr>,
+        to: Ipv4Addr,
+        port: u16,
+    ) -> Result<String, String> {
+        self.ns.run(move || http_get(from, to, port))
+    }
+
+    pub fn dns(&self, server: Ipv4Addr, tcp: bool) -> Result<Vec<Ipv4Addr>, String> {
+        self.ns
+            .run(move || dns_query(SocketAddr::from((server, 53)), TEST_NAME, tcp))
+    }
+}
+
+pub const TIMEOUT: Duration = Duration::from_millis(800);
+
+pub fn http_get(from: Option<Ipv4Addr>, to: Ipv4Addr, port: u16) -> Result<String, String> {
+    let dest = SocketAddr::from((to, port));
+    let mut s = match from {
+        None => TcpStream::connect_timeout(&dest, TIMEOUT).map_err(|e| e.to_string())?,
+        Some(src) => {
+            // Bind an explicit (spoofed) source address with a raw socket2-free approach.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            assert!(fd >= 0);
+            let one: libc::c_int = 1;
+            // SAFETY: valid fd and option buffer. IP_FREEBIND lets us bind any address.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_FREEBIND,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(src).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `sa` is a valid sockaddr_in.
+            let rc = unsafe {
+                libc::bind(
+                    fd,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            assert_eq!(rc, 0, "bind {src}");
+            use std::os::fd::FromRawFd;
+            // SAFETY: we own `fd`.
+            let sock = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+            connect_owned(sock, dest)?
+        }
+    };
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn connect_owned(sock: TcpStream, dest: SocketAddr) -> Result<TcpStream, String> {
+    let fd = sock.as_raw_fd();
+    let SocketAddr::V4(d) = dest else {
+        unreachable!()
+    };
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: d.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*d.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: TIMEOUT.as_micros() as libc::suseconds_t,
+    };
+    // SAFETY: valid fd, option and address buffers. SO_SNDTIMEO bounds a blocking connect.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        if libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+    }
+    Ok(sock)
+}
+
+/// Resolves `name` (A) at `server`; `Err` on timeout or error code.
+pub fn dns_query(server: SocketAddr, name: &str, tcp: bool) -> Result<Vec<Ipv4Addr>, String> {
+    let mut q = Message::query();
+    q.metadata.recursion_desired = true;
+    q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let raw = q.to_vec().unwrap();
+    let answer = if tcp {
+        let mut s = TcpStream::connect_timeout(&server, TIMEOUT).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let mut framed = (raw.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&raw);
+        s.write_all(&framed).map_err(|e| e.to_string())?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        buf
+    } else {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        s.send_to(&raw, server).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        buf.truncate(n);
+        buf
+    };
+    let m = Message::from_vec(&answer).map_err(|e| e.to_string())?;
+    if m.metadata.response_code != ResponseCode::NoError {
+        return Err(format!("rcode {:?}", m.metadata.response_code));
+    }
+    Ok(m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The "internet": a namespace on a veth behind the host's `upl0`, with an HTTP server on
+/// every address (port 80, answers `from=<peer> to=<local>`), an echo server (port 7), a discard server (port 9, answers the byte count at EOF) and an
+/// authoritative DNS server on 198.18.0.53 (UDP and TCP) answering `example.test. A 198.18.0.10`.
+pub struct Internet {
+    pub ns: Ns,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Internet {
+    pub fn new(host: &Ns) -> Self {
+        let ns = Ns::new("inet");
+        host.ip(&[
+            "link", "add", "upl0", "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ]);
+        host.ip(&["addr", "add", "198.18.0.1/24", "dev", "upl0"]);
+        host.ip(&["link", "set", "upl0", "up"]);
+        host.ip(&["route", "add", "169.254.169.254/32", "dev", "upl0"]);
+        for a in [
+            "198.18.0.10/24",
+            "198.18.0.11/24",
+            "198.18.0.53/24",
+            "169.254.169.254/32",
+        ] {
+            ns.ip(&["addr", "add", a, "dev", "eth0"]);
+        }
+        ns.ip(&["link", "set", "eth0", "up"]);
+        ns.ip(&["route", "add", "default", "via", "198.18.0.1"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let http = ns.run(|| TcpListener::bind("0.0.0.0:80").unwrap());
+        threads.push(serve_tcp(http, stop.clone(), |mut s| {
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf);
+            let body = format!(
+                "from={} to={}",
+                s.peer_addr().unwrap().ip(),
+                s.local_addr().unwrap().ip()
+            );
+            let _ = s.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{body}").as_bytes());
+        }));
+        let echo = ns.run(|| TcpListener::bind("0.0.0.0:7").unwrap());
+        threads.push(serve_tcp(echo, stop.clone(), |mut s| {
+            let _ = s.set_nodelay(true);
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }));
+        let sink = ns.run(|| TcpListener::bind("0.0.0.0:9").unwrap());
+        threads.push(serve_tcp(sink, stop.clone(), |mut s| {
+            let mut buf = vec![0u8; 65536];
+            let mut total: u64 = 0;
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            let _ = s.write_all(&total.to_be_bytes());
+        }));
+        let dns_tcp = ns.run(|| TcpListener::bind((INET_DNS, 53)).unwrap());
+        threads.push(serve_tcp(dns_tcp, stop.clone(), |mut s| {
+            let mut len = [0u8; 2];
+            if s.read_exact(&mut len).is_err() {
+                return;
+            }
+            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+            if s.read_exact(&mut buf).is_err() {
+                return;
+            }
+            if let Some(a) = dns_answer(&buf) {
+                let mut out = (a.len() as u16).to_be_bytes().to_vec();
+                out.extend_from_slice(&a);
+                let _ = s.write_all(&out);
+            }
+        }));
+        let udp = ns.run(|| UdpSocket::bind((INET_DNS, 53)).unwrap());
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let s = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((n, src)) = udp.recv_from(&mut buf) {
+                    if let Some(a) = dns_answer(&buf[..n]) {
+                        let _ = udp.send_to(&a, src);
+                    }
+                }
+            }
+        }));
+        Internet { ns, stop, threads }
+    }
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
+    let q = Message::from_vec(q).ok()?;
+    let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+    r.metadata.recursion_desired = q.metadata.recursion_desired;
+    r.metadata.authoritative = true;
+    r.add_queries(q.queries.clone());
+    let query = q.queries.first()?;
+    if query.name().to_ascii() == TEST_NAME && query.query_type() == RecordType::A {
+        r.add_answer(Record::from_rdata(
+            query.name().clone(),
+            60,
+            RData::A(INET_A.into()),
+        ));
+    } else {
+        r.metadata.response_code = ResponseCode::NXDomain;
+    }
+    debug_assert_eq!(r.metadata.message_type, MessageType::Response);
+    r.to_vec().ok()
+}
+
+/// Serves `listener` (already bound in its namespace) with `handle` per connection until stop.
+pub fn serve_tcp(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    handle: impl Fn(TcpStream) + Send + Sync + Copy + 'static,
+) -> JoinHandle<()> {
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    std::thread::spawn(move || handle(s));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    })
+}
+
+/// A TCP listener in `ns` on `addr` answering like the HTTP server; stops on drop.
+pub struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    pub fn http(ns: &Ns, addr: SocketAddr) -> Self {
+        let l = ns.run(move || TcpListener::bind(addr).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = serve_tcp(l, stop.clone(), |mut s| {
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nhost");
+        });
+        Listener {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A multi-thread tokio runtime whose threads live in `ns` (build it from a thread there).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
