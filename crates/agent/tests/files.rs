@@ -289,10 +289,12 @@ fn download_errors() {
         assert_eq!(r.json()["detail"], detail, "{path}");
     }
     assert_eq!(agent.request("POST", "/files/download?path=.", &[], b"").status, 405);
-    // The whole (empty) workspace downloads fine.
+    // The whole workspace downloads; the escaping symlink is stored as a symlink, not followed.
     let r = get("?path=/workspace");
     assert_eq!(r.status, 200);
-    assert_eq!(listing(&r.body).keys().collect::<Vec<_>>(), ["./"]);
+    let got = listing(&r.body);
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["./", "./escape"]);
+    assert_eq!(got["./escape"].1, "/etc");
 }
 
 #[test]

@@ -68,17 +68,27 @@ pub fn append(logs_dir: &Path, entry: &Value) -> std::io::Result<()> {
     }
     let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
     f.write_all(&line)
 }
 
 /// Entries newest first, optionally of one type, older than `before`; at most `limit`, plus whether
 /// more exist.
-pub fn read(logs_dir: &Path, kind: Option<Kind>, before: Option<&str>, limit: usize) -> (Vec<Value>, bool) {
+pub fn read(
+    logs_dir: &Path,
+    kind: Option<Kind>,
+    before: Option<&str>,
+    limit: usize,
+) -> (Vec<Value>, bool) {
     let files: [PathBuf; 2] = [logs_dir.join(format!("{FILE}.1")), logs_dir.join(FILE)];
     let mut all: Vec<Value> = Vec::new();
     for f in files {
-        let Ok(file) = std::fs::File::open(&f) else { continue };
+        let Ok(file) = std::fs::File::open(&f) else {
+            continue;
+        };
         for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
                 all.push(v);
@@ -111,7 +121,12 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..5 {
             let kind = if i % 2 == 0 { Kind::Exec } else { Kind::RunTs };
-            let e = entry(kind, json!({"cmd": format!("c{i}")}), json!({"exitCode": 0}), i);
+            let e = entry(
+                kind,
+                json!({"cmd": format!("c{i}")}),
+                json!({"exitCode": 0}),
+                i,
+            );
             ids.push(e["id"].as_str().unwrap().to_string());
             append(dir.path(), &e).unwrap();
         }
@@ -123,7 +138,12 @@ mod tests {
         assert_eq!(page.len(), 2);
         assert!(more);
         let (next, _) = read(dir.path(), None, Some(&ids[3]), 50);
-        assert_eq!(next.iter().map(|e| e["input"]["cmd"].as_str().unwrap()).collect::<Vec<_>>(), ["c2", "c1", "c0"]);
+        assert_eq!(
+            next.iter()
+                .map(|e| e["input"]["cmd"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["c2", "c1", "c0"]
+        );
         let (ts, _) = read(dir.path(), Some(Kind::RunTs), None, 50);
         assert_eq!(ts.len(), 2);
     }
@@ -131,7 +151,12 @@ mod tests {
     #[test]
     fn fields_are_capped() {
         let big = "é".repeat(40_000);
-        let e = entry(Kind::Exec, json!({"cmd": big}), json!({"stdout": "x".repeat(70_000)}), 1);
+        let e = entry(
+            Kind::Exec,
+            json!({"cmd": big}),
+            json!({"stdout": "x".repeat(70_000)}),
+            1,
+        );
         assert!(e["input"]["cmd"].as_str().unwrap().len() <= 64 * 1024);
         assert_eq!(e["result"]["stdout"].as_str().unwrap().len(), 64 * 1024);
     }

@@ -28,10 +28,13 @@ pub fn tail(path: &Path, tail: usize) -> Tail {
         truncated: false,
         updated_at: None,
     };
-    let Ok(mut f) = std::fs::File::open(path) else { return empty };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return empty;
+    };
     let Ok(meta) = f.metadata() else { return empty };
     let updated_at = meta.modified().ok().map(|t| {
-        chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        chrono::DateTime::<chrono::Utc>::from(t)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     });
     let start = meta.len().saturating_sub(WINDOW);
     let mut buf = Vec::new();
@@ -44,7 +47,10 @@ pub fn tail(path: &Path, tail: usize) -> Tail {
         lines.remove(0); // partial first line
     }
     let more = lines.len() > tail;
-    let lines = lines[lines.len().saturating_sub(tail)..].iter().map(|l| l.to_string()).collect();
+    let lines = lines[lines.len().saturating_sub(tail)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
     Tail {
         lines,
         truncated: start > 0 || more,

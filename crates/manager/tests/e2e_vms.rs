@@ -155,6 +155,8 @@ async fn vm_story() {
     assert_eq!(r.json["message"], "VM quota exceeded (maxVms=1)");
     assert_eq!(vm_dirs(&tm), vec![id.clone()]);
 
+    power_cycle(&tm, &id).await;
+
     // Destroy leaves no process, file or row.
     assert!(
         !rds_testkit::pids_matching(&id).is_empty(),
@@ -257,4 +259,99 @@ async fn failed_boot_leaves_error_state_with_console_tail() {
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert!(vm_dirs(&tm).is_empty());
+}
+
+/// Stop keeps the disk, start boots on it; state rules answer 409; a VMM killed behind the manager's
+/// back is noticed within 2 s.
+async fn power_cycle(tm: &TestManager, id: &str) {
+    exec_ok(tm, id, json!({"cmd": "echo kept > /workspace/marker"})).await;
+    let t = Instant::now();
+    let r = tm
+        .call(Method::POST, &format!("/v1/vms/{id}/stop"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
+    println!("stop → 204 in {:?}", t.elapsed());
+    assert!(
+        rds_testkit::pids_matching(&format!("rds-{id}")).is_empty(),
+        "VMM still running after stop"
+    );
+    let vm = tm
+        .call(Method::GET, &format!("/v1/vms/{id}"), None)
+        .await
+        .json;
+    assert_eq!(vm["state"], "STOPPED");
+    let r = tm.exec(id, json!({"cmd": "true"})).await;
+    assert_eq!(
+        (r.status, r.json["message"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            Some("VM must be RUNNING (state=STOPPED)")
+        )
+    );
+    let r = tm
+        .call(Method::POST, &format!("/v1/vms/{id}/stop"), None)
+        .await;
+    assert_eq!(
+        (r.status, r.json["message"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            Some("VM must be RUNNING to stop (state=STOPPED)")
+        )
+    );
+    let r = tm
+        .call(Method::POST, &format!("/v1/vms/{id}/start"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
+    let r = exec_ok(tm, id, json!({"cmd": "cat /workspace/marker"})).await;
+    assert_eq!(r["stdout"], "kept\n", "the disk survives a power cycle");
+    let r = tm
+        .call(Method::POST, &format!("/v1/vms/{id}/start"), None)
+        .await;
+    assert_eq!(
+        (r.status, r.json["message"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            Some("VM must be STOPPED to start (state=RUNNING)")
+        )
+    );
+
+    // kill -9 of the VMM: the VM leaves RUNNING within 2 s and its runtime is freed.
+    let pids = rds_testkit::pids_matching(&format!("rds-{id}"));
+    assert_eq!(pids.len(), 1, "one QEMU per VM: {pids:?}");
+    let t = Instant::now();
+    unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
+    let vm = rds_testkit::wait_until(Duration::from_secs(2), || async {
+        let vm = tm
+            .call(Method::GET, &format!("/v1/vms/{id}"), None)
+            .await
+            .json;
+        (vm["state"] != "RUNNING").then_some(vm)
+    })
+    .await
+    .expect("VM still RUNNING 2 s after its VMM was killed");
+    println!("VMM death noticed in {:?}", t.elapsed());
+    assert_eq!(vm["state"], "STOPPED");
+    assert!(
+        vm["lastError"]
+            .as_str()
+            .unwrap()
+            .starts_with("VMM exited unexpectedly"),
+        "{}",
+        vm["lastError"]
+    );
+    let freed = rds_testkit::wait_until(Duration::from_secs(5), || async {
+        rds_testkit::pids_matching(id).is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        freed.is_some(),
+        "helpers left after the VMM died: {:?}",
+        rds_testkit::pids_matching(id)
+    );
+    let r = tm
+        .call(Method::POST, &format!("/v1/vms/{id}/start"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
+    let r = exec_ok(tm, id, json!({"cmd": "cat /workspace/marker"})).await;
+    assert_eq!(r["stdout"], "kept\n");
 }

@@ -29,18 +29,26 @@ impl Stream for Download {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(std::io::Error::other("agent download deadline passed"))));
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "agent download deadline passed",
+            ))));
         }
         loop {
             let frame = match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(std::io::Error::other(e)))),
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(std::io::Error::other(e))))
+                }
                 Poll::Ready(Some(Ok(f))) => f,
             };
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             if data.len() as u64 > self.left {
-                return Poll::Ready(Some(Err(std::io::Error::other("agent download over the size cap"))));
+                return Poll::Ready(Some(Err(std::io::Error::other(
+                    "agent download over the size cap",
+                ))));
             }
             self.left -= data.len() as u64;
             return Poll::Ready(Some(Ok(data)));

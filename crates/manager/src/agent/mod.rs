@@ -70,7 +70,16 @@ impl AgentClient {
         let stream = connect::connect_once(&self.socket, self.cfg.port, self.cfg.timeout)
             .await
             .map_err(|e| AgentError::Unreachable(e.to_string()))?;
-        let resp = self.send(stream, Method::GET, paths::HEALTH, Payload::Empty, self.json_budget(), deadline).await?;
+        let resp = self
+            .send(
+                stream,
+                Method::GET,
+                paths::HEALTH,
+                Payload::Empty,
+                self.json_budget(),
+                deadline,
+            )
+            .await?;
         parse_json(&self.collect(resp, deadline).await?)
     }
 
@@ -82,24 +91,44 @@ impl AgentClient {
         deadline: Duration,
     ) -> Result<Resp, AgentError> {
         let body = serde_json::to_vec(req).map_err(|e| AgentError::Invalid(e.to_string()))?;
-        let bytes = self.call(Method::POST, path, Payload::Json(body), deadline).await?;
+        let bytes = self
+            .call(Method::POST, path, Payload::Json(body), deadline)
+            .await?;
         parse_json(&bytes)
     }
 
     /// A call whose success has no body (204).
-    pub async fn call_no_content<Req: Serialize>(&self, path: &str, req: Option<&Req>) -> Result<(), AgentError> {
+    pub async fn call_no_content<Req: Serialize>(
+        &self,
+        path: &str,
+        req: Option<&Req>,
+    ) -> Result<(), AgentError> {
         let payload = match req {
-            Some(r) => Payload::Json(serde_json::to_vec(r).map_err(|e| AgentError::Invalid(e.to_string()))?),
+            Some(r) => Payload::Json(
+                serde_json::to_vec(r).map_err(|e| AgentError::Invalid(e.to_string()))?,
+            ),
             None => Payload::Empty,
         };
-        self.call(Method::POST, path, payload, self.cfg.timeout).await.map(|_| ())
+        self.call(Method::POST, path, payload, self.cfg.timeout)
+            .await
+            .map(|_| ())
     }
 
     /// Streams a spooled archive to the agent (`/files/upload`, replace-tree).
-    pub async fn upload(&self, path_and_query: &str, file: tokio::fs::File, len: u64) -> Result<(), AgentError> {
-        self.call(Method::POST, path_and_query, Payload::File(file, len), self.cfg.binary_timeout)
-            .await
-            .map(|_| ())
+    pub async fn upload(
+        &self,
+        path_and_query: &str,
+        file: tokio::fs::File,
+        len: u64,
+    ) -> Result<(), AgentError> {
+        self.call(
+            Method::POST,
+            path_and_query,
+            Payload::File(file, len),
+            self.cfg.binary_timeout,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Starts a download; the body is streamed to the caller under the binary cap and deadline.
@@ -108,7 +137,16 @@ impl AgentClient {
         let budget = self.cfg.max_binary_response_bytes;
         let work = async {
             let stream = self.connect().await?;
-            let resp = self.send(stream, Method::GET, path_and_query, Payload::Empty, budget, deadline).await?;
+            let resp = self
+                .send(
+                    stream,
+                    Method::GET,
+                    path_and_query,
+                    Payload::Empty,
+                    budget,
+                    deadline,
+                )
+                .await?;
             if resp.status().is_success() {
                 Ok(resp)
             } else {
@@ -122,14 +160,24 @@ impl AgentClient {
     }
 
     fn json_budget(&self) -> u64 {
-        self.cfg.max_json_response_bytes.saturating_sub(HEADER_ALLOWANCE)
+        self.cfg
+            .max_json_response_bytes
+            .saturating_sub(HEADER_ALLOWANCE)
     }
 
-    async fn call(&self, method: Method, path: &str, payload: Payload, deadline: Duration) -> Result<Bytes, AgentError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Payload,
+        deadline: Duration,
+    ) -> Result<Bytes, AgentError> {
         let deadline = Instant::now() + deadline;
         let work = async {
             let stream = self.connect().await?;
-            let resp = self.send(stream, method, path, payload, self.json_budget(), deadline).await?;
+            let resp = self
+                .send(stream, method, path, payload, self.json_budget(), deadline)
+                .await?;
             self.collect(resp, deadline).await
         };
         with_deadline(deadline, work).await
@@ -158,9 +206,10 @@ impl AgentClient {
         deadline: Instant,
     ) -> Result<Response<Incoming>, AgentError> {
         let work = async {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(stream))
-                .await
-                .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| AgentError::Unreachable(e.to_string()))?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -168,11 +217,19 @@ impl AgentClient {
                 Payload::Empty => (Empty::new().map_err(|e| match e {}).boxed(), 0, None),
                 Payload::Json(v) => {
                     let n = v.len() as u64;
-                    (Full::new(Bytes::from(v)).map_err(|e| match e {}).boxed(), n, Some("application/json"))
+                    (
+                        Full::new(Bytes::from(v)).map_err(|e| match e {}).boxed(),
+                        n,
+                        Some("application/json"),
+                    )
                 }
                 Payload::File(f, n) => {
                     let frames = tokio_util::io::ReaderStream::new(f).map(|r| r.map(Frame::data));
-                    (BodyExt::boxed(StreamBody::new(frames)), n, Some("application/gzip"))
+                    (
+                        BodyExt::boxed(StreamBody::new(frames)),
+                        n,
+                        Some("application/gzip"),
+                    )
                 }
             };
             let mut builder = Request::builder()
@@ -185,7 +242,9 @@ impl AgentClient {
             if let Some(ct) = content_type {
                 builder = builder.header(http::header::CONTENT_TYPE, ct);
             }
-            let req = builder.body(body).map_err(|e| AgentError::Invalid(e.to_string()))?;
+            let req = builder
+                .body(body)
+                .map_err(|e| AgentError::Invalid(e.to_string()))?;
             sender
                 .send_request(req)
                 .await
@@ -195,7 +254,11 @@ impl AgentClient {
     }
 
     /// The reply body under the JSON cap; non-2xx statuses become [`AgentError::Status`].
-    async fn collect(&self, resp: Response<Incoming>, deadline: Instant) -> Result<Bytes, AgentError> {
+    async fn collect(
+        &self,
+        resp: Response<Incoming>,
+        deadline: Instant,
+    ) -> Result<Bytes, AgentError> {
         let status = resp.status();
         let bytes = with_deadline(deadline, self.collect_raw(resp, self.json_budget())).await?;
         if status.is_success() {
@@ -229,15 +292,23 @@ async fn with_deadline<T>(
     let start = Instant::now();
     match tokio::time::timeout_at(deadline, work).await {
         Ok(r) => r,
-        Err(_) => Err(AgentError::Timeout(deadline.saturating_duration_since(start).as_millis() as u64)),
+        Err(_) => Err(AgentError::Timeout(
+            deadline.saturating_duration_since(start).as_millis() as u64,
+        )),
     }
 }
 
 fn status_error(status: StatusCode, body: &[u8]) -> AgentError {
     let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
     let message = match parsed {
-        Some(ErrorBody { message, detail: Some(d) }) => format!("{message}: {d}"),
-        Some(ErrorBody { message, detail: None }) => message,
+        Some(ErrorBody {
+            message,
+            detail: Some(d),
+        }) => format!("{message}: {d}"),
+        Some(ErrorBody {
+            message,
+            detail: None,
+        }) => message,
         None => status.canonical_reason().unwrap_or("error").to_string(),
     };
     AgentError::Status {

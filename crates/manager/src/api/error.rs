@@ -80,7 +80,9 @@ impl From<LifecycleError> for ApiError {
         use crate::lifecycle::LifecycleError as L;
         let status = match &e {
             L::NotFound(_) | L::ImageNotFound => StatusCode::NOT_FOUND,
-            L::NotRunning(_) | L::Busy { .. } | L::NoLongerRunning(_) => StatusCode::CONFLICT,
+            L::NotRunning(_) | L::WrongState { .. } | L::Busy { .. } | L::NoLongerRunning(_) => {
+                StatusCode::CONFLICT
+            }
             L::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
             L::NoAddress => StatusCode::SERVICE_UNAVAILABLE,
             L::ImageIncomplete | L::NoDefaultImage => StatusCode::BAD_REQUEST,

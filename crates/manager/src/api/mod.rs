@@ -43,6 +43,8 @@ pub fn router(state: AppState) -> Router {
             "/vms/{id}",
             get(routes::vms::get).delete(routes::vms::destroy),
         )
+        .route("/vms/{id}/start", post(routes::vms::start))
+        .route("/vms/{id}/stop", post(routes::vms::stop))
         .route("/vms/{id}/exec", post(routes::runs::exec))
         .route("/vms/{id}/run-ts", post(routes::runs::run_ts))
         .route("/vms/{id}/run-js", post(routes::runs::run_js))

@@ -330,7 +330,11 @@ mod tests {
 
 /// A validated run-ts / run-js body (`api.md` §3.8) and its timeout. `allowNet` is ignored: the
 /// manager decides it.
-pub fn run(o: &Obj, limits: &Limits, deno: bool) -> Result<(rds_protocol::RunRequest, u64), ApiError> {
+pub fn run(
+    o: &Obj,
+    limits: &Limits,
+    deno: bool,
+) -> Result<(rds_protocol::RunRequest, u64), ApiError> {
     let opt_string = |name: &str| -> Result<Option<String>, ApiError> {
         match field(o, name) {
             None => Ok(None),
@@ -342,7 +346,11 @@ pub fn run(o: &Obj, limits: &Limits, deno: bool) -> Result<(rds_protocol::RunReq
     let path = opt_string("path")?;
     match (&code, &path) {
         (None, None) => return Err(ApiError::bad_request("code or path is required")),
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("code and path are mutually exclusive")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "code and path are mutually exclusive",
+            ))
+        }
         _ => {}
     }
     if code.as_ref().is_some_and(|c| c.len() > 512 * 1024) {
@@ -352,7 +360,9 @@ pub fn run(o: &Obj, limits: &Limits, deno: bool) -> Result<(rds_protocol::RunReq
     let env = string_list(o, "env", 256)?;
     for (i, e) in env.iter().enumerate() {
         if !e.split_once('=').is_some_and(|(k, _)| is_valid_env_key(k)) {
-            return Err(ApiError::bad_request(format!("env entry {i} must be KEY=value with a valid KEY")));
+            return Err(ApiError::bad_request(format!(
+                "env entry {i} must be KEY=value with a valid KEY"
+            )));
         }
     }
     let (flags_name, forbidden) = if deno {
@@ -363,11 +373,15 @@ pub fn run(o: &Obj, limits: &Limits, deno: bool) -> Result<(rds_protocol::RunReq
     let flags = string_list(o, flags_name, 64)?;
     for f in &flags {
         if !f.starts_with('-') || f.len() > 256 {
-            return Err(ApiError::bad_request(format!("{flags_name} entry '{f}' must start with '-'")));
+            return Err(ApiError::bad_request(format!(
+                "{flags_name} entry '{f}' must start with '-'"
+            )));
         }
         let name = f.split_once('=').map_or(f.as_str(), |(n, _)| n);
         if forbidden.contains(&name) {
-            return Err(ApiError::bad_request(format!("{flags_name} entry '{f}' is not allowed")));
+            return Err(ApiError::bad_request(format!(
+                "{flags_name} entry '{f}' is not allowed"
+            )));
         }
     }
     let max = limits.max_runts_timeout_ms;
@@ -376,12 +390,22 @@ pub fn run(o: &Obj, limits: &Limits, deno: bool) -> Result<(rds_protocol::RunReq
         Some(v) => match v.as_u64() {
             Some(n) if n >= 1 && n <= max => n,
             Some(n) if n > max => {
-                return Err(ApiError::bad_request(format!("timeoutMs exceeds maxRunTsTimeoutMs={max}")))
+                return Err(ApiError::bad_request(format!(
+                    "timeoutMs exceeds maxRunTsTimeoutMs={max}"
+                )))
             }
-            _ => return Err(ApiError::bad_request("timeoutMs must be a positive integer")),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "timeoutMs must be a positive integer",
+                ))
+            }
         },
     };
-    let (deno_flags, node_flags) = if deno { (flags, Vec::new()) } else { (Vec::new(), flags) };
+    let (deno_flags, node_flags) = if deno {
+        (flags, Vec::new())
+    } else {
+        (Vec::new(), flags)
+    };
     let req = rds_protocol::RunRequest {
         code,
         path,
@@ -396,9 +420,13 @@ pub fn run(o: &Obj, limits: &Limits, deno: bool) -> Result<(rds_protocol::RunReq
 }
 
 fn string_list(o: &Obj, name: &str, max: usize) -> Result<Vec<String>, ApiError> {
-    let Some(v) = field(o, name) else { return Ok(Vec::new()) };
+    let Some(v) = field(o, name) else {
+        return Ok(Vec::new());
+    };
     let bad = || ApiError::bad_request(format!("{name} must be an array of at most {max} strings"));
-    let Value::Array(items) = v else { return Err(bad()) };
+    let Value::Array(items) = v else {
+        return Err(bad());
+    };
     if items.len() > max {
         return Err(bad());
     }
@@ -428,21 +456,54 @@ mod run_tests {
     }
 
     fn err(v: serde_json::Value, deno: bool) -> String {
-        run(v.as_object().unwrap(), &limits(), deno).unwrap_err().message
+        run(v.as_object().unwrap(), &limits(), deno)
+            .unwrap_err()
+            .message
     }
 
     #[test]
     fn run_rules() {
         assert_eq!(err(json!({}), true), "code or path is required");
-        assert_eq!(err(json!({"code": "1", "path": "a.ts"}), true), "code and path are mutually exclusive");
-        assert_eq!(err(json!({"code": "1", "env": ["A=1", "1A=2"]}), true), "env entry 1 must be KEY=value with a valid KEY");
-        assert_eq!(err(json!({"code": "1", "env": ["NOEQ"]}), false), "env entry 0 must be KEY=value with a valid KEY");
-        assert_eq!(err(json!({"code": "1", "denoFlags": ["-A"]}), true), "denoFlags entry '-A' is not allowed");
-        assert_eq!(err(json!({"code": "1", "denoFlags": ["--allow-run=ls"]}), true), "denoFlags entry '--allow-run=ls' is not allowed");
-        assert_eq!(err(json!({"code": "1", "denoFlags": ["x"]}), true), "denoFlags entry 'x' must start with '-'");
-        assert_eq!(err(json!({"code": "1", "nodeFlags": ["-e"]}), false), "nodeFlags entry '-e' is not allowed");
-        assert_eq!(err(json!({"code": "1", "timeoutMs": 60_001}), false), "timeoutMs exceeds maxRunTsTimeoutMs=60000");
-        let (req, t) = run(json!({"code": "1", "allowNet": true, "args": ["a"]}).as_object().unwrap(), &limits(), true).unwrap();
+        assert_eq!(
+            err(json!({"code": "1", "path": "a.ts"}), true),
+            "code and path are mutually exclusive"
+        );
+        assert_eq!(
+            err(json!({"code": "1", "env": ["A=1", "1A=2"]}), true),
+            "env entry 1 must be KEY=value with a valid KEY"
+        );
+        assert_eq!(
+            err(json!({"code": "1", "env": ["NOEQ"]}), false),
+            "env entry 0 must be KEY=value with a valid KEY"
+        );
+        assert_eq!(
+            err(json!({"code": "1", "denoFlags": ["-A"]}), true),
+            "denoFlags entry '-A' is not allowed"
+        );
+        assert_eq!(
+            err(json!({"code": "1", "denoFlags": ["--allow-run=ls"]}), true),
+            "denoFlags entry '--allow-run=ls' is not allowed"
+        );
+        assert_eq!(
+            err(json!({"code": "1", "denoFlags": ["x"]}), true),
+            "denoFlags entry 'x' must start with '-'"
+        );
+        assert_eq!(
+            err(json!({"code": "1", "nodeFlags": ["-e"]}), false),
+            "nodeFlags entry '-e' is not allowed"
+        );
+        assert_eq!(
+            err(json!({"code": "1", "timeoutMs": 60_001}), false),
+            "timeoutMs exceeds maxRunTsTimeoutMs=60000"
+        );
+        let (req, t) = run(
+            json!({"code": "1", "allowNet": true, "args": ["a"]})
+                .as_object()
+                .unwrap(),
+            &limits(),
+            true,
+        )
+        .unwrap();
         assert_eq!((t, req.allow_net, req.args.len()), (30_000, false, 1));
     }
 }

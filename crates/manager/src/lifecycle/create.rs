@@ -71,7 +71,10 @@ impl VmService {
         self.get(&vm.id).await
     }
 
-    async fn resolve_image(&self, id: Option<&str>) -> Result<ImageRecord, LifecycleError> {
+    pub(super) async fn resolve_image(
+        &self,
+        id: Option<&str>,
+    ) -> Result<ImageRecord, LifecycleError> {
         let image = match id {
             Some(id) => self
                 .inner

@@ -9,6 +9,12 @@ pub enum LifecycleError {
     NotFound(String),
     #[error("VM must be RUNNING (state={0})")]
     NotRunning(VmState),
+    #[error("VM must be {required} to {action} (state={state})")]
+    WrongState {
+        action: &'static str,
+        required: VmState,
+        state: VmState,
+    },
     #[error("VM {id} is busy ({op} in progress)")]
     Busy { id: String, op: &'static str },
     #[error("VM {0} is no longer RUNNING")]

@@ -17,7 +17,12 @@ pub enum Runtime {
 }
 
 impl VmService {
-    pub async fn exec(&self, id: &str, req: &ExecRequest, timeout_ms: u64) -> Result<ExecResult, LifecycleError> {
+    pub async fn exec(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        timeout_ms: u64,
+    ) -> Result<ExecResult, LifecycleError> {
         self.running(id).await?;
         let result = self
             .agent_for(id)
@@ -32,7 +37,13 @@ impl VmService {
     }
 
     /// run-ts / run-js. `allowNet` is the manager's decision (egress policy), never the caller's.
-    pub async fn run(&self, id: &str, runtime: Runtime, mut req: RunRequest, timeout_ms: u64) -> Result<RunReply, LifecycleError> {
+    pub async fn run(
+        &self,
+        id: &str,
+        runtime: Runtime,
+        mut req: RunRequest,
+        timeout_ms: u64,
+    ) -> Result<RunReply, LifecycleError> {
         let vm = self.running(id).await?;
         req.allow_net = runtime == Runtime::Deno && vm.outbound_internet;
         let path = match runtime {
@@ -53,7 +64,11 @@ impl VmService {
 
     /// `agent.md` §2: max(VSOCK_TIMEOUT_MS, timeoutMs + 5 s).
     fn run_deadline(&self, timeout_ms: u64) -> Duration {
-        self.inner.settings.agent.timeout.max(Duration::from_millis(timeout_ms + 5000))
+        self.inner
+            .settings
+            .agent
+            .timeout
+            .max(Duration::from_millis(timeout_ms + 5000))
     }
 
     /// The VM, if it is RUNNING; else 404 / 409.

@@ -9,12 +9,14 @@ use serde_json::{json, Value};
 impl VmService {
     pub(super) async fn log_exec(&self, id: &str, req: &ExecRequest, r: &ExecResult) {
         let env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let input = json!({"cmd": req.cmd, "cwd": req.cwd, "env": env, "timeoutMs": req.timeout_ms});
+        let input =
+            json!({"cmd": req.cmd, "cwd": req.cwd, "env": env, "timeoutMs": req.timeout_ms});
         let result = json!({
             "exitCode": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
             "stdoutTruncated": r.stdout_truncated, "stderrTruncated": r.stderr_truncated, "timedOut": r.timed_out,
         });
-        self.append_log(id, execlog::entry(Kind::Exec, input, result, r.duration_ms)).await;
+        self.append_log(id, execlog::entry(Kind::Exec, input, result, r.duration_ms))
+            .await;
     }
 
     pub(super) async fn log_run(&self, id: &str, runtime: Runtime, req: &RunRequest, r: &RunReply) {
@@ -27,7 +29,8 @@ impl VmService {
         });
         input[flags_key] = json!(flags);
         let raw = |v: &Option<Box<serde_json::value::RawValue>>| -> Option<Value> {
-            v.as_ref().map(|r| serde_json::from_str(r.get()).unwrap_or(Value::Null))
+            v.as_ref()
+                .map(|r| serde_json::from_str(r.get()).unwrap_or(Value::Null))
         };
         let mut result = json!({
             "exitCode": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
@@ -39,7 +42,8 @@ impl VmService {
         if let Some(v) = raw(&r.error) {
             result["error"] = v;
         }
-        self.append_log(id, execlog::entry(kind, input, result, r.duration_ms)).await;
+        self.append_log(id, execlog::entry(kind, input, result, r.duration_ms))
+            .await;
     }
 
     async fn append_log(&self, id: &str, entry: Value) {
@@ -60,8 +64,12 @@ impl VmService {
     ) -> Result<(Vec<Value>, bool), super::LifecycleError> {
         self.get(id).await?;
         let dir = self.inner.storage.logs_dir(id);
-        Ok(tokio::task::spawn_blocking(move || execlog::read(&dir, kind, before.as_deref(), limit))
+        Ok(
+            tokio::task::spawn_blocking(move || {
+                execlog::read(&dir, kind, before.as_deref(), limit)
+            })
             .await
-            .unwrap_or_default())
+            .unwrap_or_default(),
+        )
     }
 }

@@ -10,14 +10,22 @@ use rds_protocol::paths;
 pub fn encode_query_value(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 impl VmService {
-    pub async fn upload(&self, id: &str, dest: &str, file: tokio::fs::File, len: u64) -> Result<(), LifecycleError> {
+    pub async fn upload(
+        &self,
+        id: &str,
+        dest: &str,
+        file: tokio::fs::File,
+        len: u64,
+    ) -> Result<(), LifecycleError> {
         self.running(id).await?;
         let path = format!("{}?dest={}", paths::FILES_UPLOAD, encode_query_value(dest));
         match self.agent_for(id).upload(&path, file, len).await {
@@ -28,7 +36,11 @@ impl VmService {
 
     pub async fn download(&self, id: &str, path: &str) -> Result<Download, LifecycleError> {
         self.running(id).await?;
-        let q = format!("{}?path={}", paths::FILES_DOWNLOAD, encode_query_value(path));
+        let q = format!(
+            "{}?path={}",
+            paths::FILES_DOWNLOAD,
+            encode_query_value(path)
+        );
         match self.agent_for(id).download(&q).await {
             Ok(d) => Ok(d),
             Err(e) => Err(self.explain_agent_error(id, e).await),
@@ -40,12 +52,17 @@ impl VmService {
         self.inner.settings.agent.max_binary_response_bytes
     }
 
-    pub async fn vm_log(&self, id: &str, name: &'static str, tail: usize) -> Result<vmlogs::Tail, LifecycleError> {
+    pub async fn vm_log(
+        &self,
+        id: &str,
+        name: &'static str,
+        tail: usize,
+    ) -> Result<vmlogs::Tail, LifecycleError> {
         self.get(id).await?;
         let path = self.inner.storage.logs_dir(id).join(name);
-        Ok(tokio::task::spawn_blocking(move || vmlogs::tail(&path, tail))
+        tokio::task::spawn_blocking(move || vmlogs::tail(&path, tail))
             .await
-            .map_err(|e| LifecycleError::Internal(e.to_string()))?)
+            .map_err(|e| LifecycleError::Internal(e.to_string()))
     }
 
     /// Where the API spools upload bodies (`STORAGE_ROOT/tmp`).
@@ -58,7 +75,10 @@ impl VmService {
 mod tests {
     #[test]
     fn query_values_are_escaped() {
-        assert_eq!(super::encode_query_value("/workspace/a b&c=d"), "%2Fworkspace%2Fa%20b%26c%3Dd");
+        assert_eq!(
+            super::encode_query_value("/workspace/a b&c=d"),
+            "%2Fworkspace%2Fa%20b%26c%3Dd"
+        );
         assert_eq!(super::encode_query_value("ü"), "%C3%BC");
     }
 }

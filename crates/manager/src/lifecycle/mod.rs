@@ -9,11 +9,13 @@ mod execlog;
 mod files;
 mod ops;
 mod ready;
+mod start;
+mod stop;
 mod watch;
 
 pub use create::CreateVm;
-pub use exec::{RunReply, Runtime};
 pub use error::{BootFailure, LifecycleError};
+pub use exec::{RunReply, Runtime};
 
 use crate::agent::{AgentClient, AgentConfig};
 use crate::config::Subnet;

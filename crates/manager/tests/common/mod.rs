@@ -158,7 +158,12 @@ impl TestManager {
             .unwrap();
         let resp = self.router.clone().oneshot(req).await.expect("router");
         let (status, headers) = (resp.status(), resp.headers().clone());
-        let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         (status, headers, bytes)
     }
 
@@ -200,7 +205,11 @@ pub mod archive {
             }
             h.set_entry_type(kind);
             h.set_size(data.len() as u64);
-            h.set_mode(if matches!(kind, tar::EntryType::Directory) { 0o755 } else { 0o644 });
+            h.set_mode(if matches!(kind, tar::EntryType::Directory) {
+                0o755
+            } else {
+                0o644
+            });
             h.set_mtime(1_700_000_000);
             h.set_cksum();
             tar.append(&h, data).unwrap();
@@ -242,7 +251,12 @@ pub mod archive {
         for e in ar.entries().unwrap() {
             let mut e = e.unwrap();
             if e.header().entry_type() == tar::EntryType::Regular {
-                let name = e.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
+                let name = e
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .trim_start_matches("./")
+                    .to_string();
                 let mut data = Vec::new();
                 e.read_to_end(&mut data).unwrap();
                 out.insert(name, data);

@@ -46,7 +46,8 @@ pub fn can_run(test: &str) -> bool {
     };
     match reason {
         Some(r) => {
-            println!("SKIP {test}: {r}");
+            // Straight to the stderr handle: libtest's capture only covers the print macros.
+            let _ = std::io::stderr().write_all(format!("SKIP {test}: {r}\n").as_bytes());
             false
         }
         None => true,

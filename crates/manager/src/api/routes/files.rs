@@ -14,7 +14,11 @@ use std::collections::HashMap;
 use tokio::io::AsyncWriteExt;
 
 const UPLOAD_LIMIT: u64 = 10 * 1024 * 1024;
-const UPLOAD_TYPES: [&str; 3] = ["application/gzip", "application/x-gzip", "application/octet-stream"];
+const UPLOAD_TYPES: [&str; 3] = [
+    "application/gzip",
+    "application/x-gzip",
+    "application/octet-stream",
+];
 
 /// Removes the spool file however the request ends.
 struct Spool(std::path::PathBuf);
@@ -31,14 +35,33 @@ pub async fn upload(
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Result<StatusCode, ApiError> {
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if !UPLOAD_TYPES.contains(&mime.as_str()) {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+        ));
     }
-    let dest = q.get("dest").filter(|d| !d.is_empty()).ok_or_else(|| ApiError::bad_request("dest is required"))?;
+    let dest = q
+        .get("dest")
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| ApiError::bad_request("dest is required"))?;
     st.vms.running(&id).await?;
-    let spool = Spool(st.vms.spool_dir().join(format!("upload-{}", uuid::Uuid::new_v4())));
+    let spool = Spool(
+        st.vms
+            .spool_dir()
+            .join(format!("upload-{}", uuid::Uuid::new_v4())),
+    );
     let mut file = tokio::fs::File::create(&spool.0)
         .await
         .map_err(|e| ApiError::internal(format!("spool {}: {e}", spool.0.display())))?;
@@ -48,15 +71,25 @@ pub async fn upload(
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload body: {e}")))?;
         len += chunk.len() as u64;
         if len > UPLOAD_LIMIT {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Body too large"));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Body too large",
+            ));
         }
-        file.write_all(&chunk).await.map_err(|e| ApiError::internal(format!("spool write: {e}")))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal(format!("spool write: {e}")))?;
     }
-    file.flush().await.map_err(|e| ApiError::internal(format!("spool flush: {e}")))?;
+    file.flush()
+        .await
+        .map_err(|e| ApiError::internal(format!("spool flush: {e}")))?;
     let file = tokio::fs::File::open(&spool.0)
         .await
         .map_err(|e| ApiError::internal(format!("spool reopen: {e}")))?;
-    st.vms.upload(&id, dest, file, len).await.map_err(agent_message)?;
+    st.vms
+        .upload(&id, dest, file, len)
+        .await
+        .map_err(agent_message)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -65,19 +98,27 @@ pub async fn download(
     VmId(id): VmId,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let path = q.get("path").filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad_request("path is required"))?;
+    let path = q
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::bad_request("path is required"))?;
     let limit = st.vms.max_download_bytes();
     let stream = st.vms.download(&id, path).await.map_err(|e| match e {
-        LifecycleError::Agent(crate::agent::AgentError::Status { status: 413, .. }) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Download too large (limit {limit} bytes)"),
-        ),
+        LifecycleError::Agent(crate::agent::AgentError::Status { status: 413, .. }) => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Download too large (limit {limit} bytes)"),
+            )
+        }
         other => agent_message(other),
     })?;
     let name = basename(path);
     let disposition = format!("attachment; filename=\"{name}.tar.gz\"");
     Ok((
-        [(header::CONTENT_TYPE, "application/gzip".to_string()), (header::CONTENT_DISPOSITION, disposition)],
+        [
+            (header::CONTENT_TYPE, "application/gzip".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
         Body::from_stream(stream),
     )
         .into_response())

@@ -10,7 +10,13 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 
 /// A strict query integer, clamped to `min..=max` (`api.md` §1.5).
-fn clamped(q: &HashMap<String, String>, name: &str, default: usize, min: usize, max: usize) -> Result<usize, ApiError> {
+fn clamped(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match q.get(name) {
         None => Ok(default),
         Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
@@ -27,11 +33,15 @@ pub async fn vm_log(
 ) -> Result<Json<Value>, ApiError> {
     let name = match q.get("type") {
         None => rds_vmm::LOG_VMM,
-        Some(t) => crate::vmlogs::canonical(t).ok_or_else(|| ApiError::bad_request("Invalid log type"))?,
+        Some(t) => {
+            crate::vmlogs::canonical(t).ok_or_else(|| ApiError::bad_request("Invalid log type"))?
+        }
     };
     let tail = clamped(&q, "tail", 200, 1, 1000)?;
     let t = st.vms.vm_log(&id, name, tail).await?;
-    Ok(Json(json!({"type": name, "lines": t.lines, "truncated": t.truncated, "updatedAt": t.updated_at})))
+    Ok(Json(
+        json!({"type": name, "lines": t.lines, "truncated": t.truncated, "updatedAt": t.updated_at}),
+    ))
 }
 
 pub async fn exec_logs(
@@ -49,7 +59,10 @@ pub async fn exec_logs(
     let limit = clamped(&q, "limit", 50, 1, 200)?;
     let before = match q.get("before") {
         None => None,
-        Some(b) => Some(super::super::extract::parse_vm_id(b).ok_or_else(|| ApiError::bad_request("Invalid id"))?),
+        Some(b) => Some(
+            super::super::extract::parse_vm_id(b)
+                .ok_or_else(|| ApiError::bad_request("Invalid id"))?,
+        ),
     };
     let (entries, has_more) = st.vms.exec_logs(&id, kind, before, limit).await?;
     Ok(Json(json!({"entries": entries, "hasMore": has_more})))

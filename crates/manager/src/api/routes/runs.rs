@@ -12,10 +12,16 @@ use serde_json::Value;
 
 type Body1M = JsonObject<{ 1024 * KIB }>;
 
-pub async fn exec(State(st): State<AppState>, VmId(id): VmId, JsonObject(body): Body1M) -> Result<Json<Value>, ApiError> {
+pub async fn exec(
+    State(st): State<AppState>,
+    VmId(id): VmId,
+    JsonObject(body): Body1M,
+) -> Result<Json<Value>, ApiError> {
     let (req, timeout_ms) = validate::exec(&body, &st.limits)?;
     let result = st.vms.exec(&id, &req, timeout_ms).await?;
-    Ok(Json(serde_json::to_value(result).map_err(|e| ApiError::internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(result).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
 }
 
 pub async fn run_ts(st: State<AppState>, id: VmId, body: Body1M) -> Result<Response, ApiError> {
@@ -26,7 +32,12 @@ pub async fn run_js(st: State<AppState>, id: VmId, body: Body1M) -> Result<Respo
     run(st, id, body, Runtime::Node).await
 }
 
-async fn run(State(st): State<AppState>, VmId(id): VmId, JsonObject(body): Body1M, rt: Runtime) -> Result<Response, ApiError> {
+async fn run(
+    State(st): State<AppState>,
+    VmId(id): VmId,
+    JsonObject(body): Body1M,
+    rt: Runtime,
+) -> Result<Response, ApiError> {
     let (req, timeout_ms) = validate::run(&body, &st.limits, rt == Runtime::Deno)?;
     let reply = st.vms.run(&id, rt, req, timeout_ms).await?;
     // Serialised from the raw agent JSON, so `result` keeps every digit as produced.

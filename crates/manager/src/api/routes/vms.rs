@@ -52,3 +52,13 @@ pub async fn destroy(State(st): State<AppState>, VmId(id): VmId) -> Result<Statu
     st.vms.destroy(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+pub async fn start(State(st): State<AppState>, VmId(id): VmId) -> Result<StatusCode, ApiError> {
+    st.vms.start(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn stop(State(st): State<AppState>, VmId(id): VmId) -> Result<StatusCode, ApiError> {
+    st.vms.stop(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
