@@ -30,4 +30,11 @@ if [[ ! -x "$VHOST_ROOT/bin/vhost-device-vsock" ]]; then
 else
   log "vhost-device-vsock $VHOST_VERSION present"
 fi
+# Swagger UI assets the manager embeds at build time (crates/manager/build.rs).
+SWAGGER_TGZ="$CACHE/downloads/swagger-ui-dist-5.32.0.tgz"
+if [[ ! -f "$SWAGGER_TGZ" ]]; then
+  log "npm: fetching swagger-ui-dist 5.32.0"
+  mkdir -p "$CACHE/downloads"
+  (cd "$CACHE/downloads" && npm pack --silent swagger-ui-dist@5.32.0 >/dev/null)
+fi
 echo "$VHOST_ROOT/bin/vhost-device-vsock"

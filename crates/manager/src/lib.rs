@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod execlog;
 pub mod lifecycle;
+pub mod metrics;
 pub mod model;
 mod startup;
 pub mod storage;

@@ -4,7 +4,7 @@ use crate::agent::AgentConfig;
 use crate::api::{self, AppState, BackendInfo};
 use crate::config::{ConfigError, Settings};
 use crate::db::Db;
-use crate::lifecycle::{LifecycleSettings, VmService};
+use crate::lifecycle::{LifecycleSettings, Network, NetworkSettings, VmService};
 use crate::storage::{CloneMode, Storage};
 use rds_vmm::select::{AccelChoice, BackendChoice, Requested};
 use std::future::Future;
@@ -124,13 +124,51 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         default_disk_mb: settings.default_disk_mb(),
         disk_wait_ms: settings.disks.overlay_device_wait_ms,
     };
-    let vms = VmService::new(db.clone(), selection.backend.clone(), storage, lifecycle);
+    let net = Network::setup(network_settings(settings))
+        .await
+        .map_err(|e| {
+            vec![cfg_err(
+                "VM_SUBNET",
+                format!(
+                "cannot set up the guest network (needs CAP_NET_ADMIN, /dev/net/tun and nft): {}",
+                error_chain(&e)
+            ),
+                None,
+            )]
+        })?;
+    let vms = VmService::new(
+        db.clone(),
+        selection.backend.clone(),
+        storage,
+        lifecycle,
+        net,
+    );
+    // vm-lifecycle.md §4: before anything serves.
+    vms.reconcile().await.map_err(|e| {
+        vec![cfg_err(
+            variable,
+            format!("reconciliation at start failed: {}", error_chain(&e)),
+            None,
+        )]
+    })?;
+    vms.start_dns().await.map_err(|e| {
+        vec![cfg_err(
+            "DNS_SERVER_IP",
+            format!(
+                "the DNS forwarder cannot start on the gateway (set DNS_SERVER_IP to use another resolver): {}",
+                error_chain(&e)
+            ),
+            None,
+        )]
+    })?;
     let state = AppState {
         vms,
         limits: Arc::new(settings.limits.clone()),
         default_disk_mb: settings.default_disk_mb(),
         api_key_digest: Arc::new(api::auth_digest(&settings.api_key)),
         expose_internal_errors: settings.expose_internal_errors,
+        metrics: Arc::new(crate::metrics::Metrics::default()),
+        limiter: Arc::new(api::ratelimit::Limiter::new(settings.rate_limits.clone())),
         backend_info: Arc::new(BackendInfo {
             backend: caps.kind.as_str(),
             accel: caps.accel.as_str(),
@@ -143,6 +181,48 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         state,
         db,
     })
+}
+
+/// Host-network settings: bridge `rds-br0` at the gateway of `VM_SUBNET`, TAPs owned by
+/// `JAILER_UID:JAILER_GID`, the port of `MANAGER_INTERNAL_BASE_URL`, the forwarder iff
+/// `DNS_SERVER_IP` is unset.
+fn network_settings(settings: &Settings) -> NetworkSettings {
+    let s = settings.vm_subnet;
+    let cidr = rds_net::Ipv4Cidr::new(s.network, s.prefix).expect("VM_SUBNET was validated");
+    let subnet = rds_net::Subnet::new(cidr).expect("VM_SUBNET prefix is at most /29");
+    let owner = rds_net::TapOwner {
+        uid: settings.backend.jailer_uid,
+        gid: settings.backend.jailer_gid,
+    };
+    let mut host = rds_net::NetConfig::new(subnet, owner);
+    host.manager_port = Some(url_port(&settings.manager_internal_base_url));
+    host.dns_forwarder = settings.dns_server_ip.is_none();
+    NetworkSettings {
+        host,
+        dns_server_ip: settings.dns_server_ip,
+        guest_firewall: settings.guest_firewall,
+    }
+}
+
+/// The port of an `http://host[:port][/…]` URL (80 when absent).
+fn url_port(url: &str) -> u16 {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(80)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
 }
 
 /// `KERNEL_PATH` / `BASE_ROOTFS_PATH` / `INITRD_PATH` must be readable files of the right format.
@@ -215,4 +295,16 @@ pub async fn serve(
     }
     app.db.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manager_port_from_the_internal_url() {
+        assert_eq!(url_port("http://172.16.0.1:3000"), 3000);
+        assert_eq!(url_port("http://172.16.0.1:7001/"), 7001);
+        assert_eq!(url_port("http://172.16.0.1"), 80);
+    }
 }

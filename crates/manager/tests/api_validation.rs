@@ -9,6 +9,10 @@ use http::{Method, Request, StatusCode};
 use serde_json::json;
 
 async fn manager() -> Option<TestManager> {
+    manager_with(&[]).await
+}
+
+async fn manager_with(extra: &[(&str, &str)]) -> Option<TestManager> {
     let vhost = match rds_testkit::vhost_vsock_bin() {
         Ok(v) => v,
         Err(reason) => {
@@ -22,14 +26,9 @@ async fn manager() -> Option<TestManager> {
     }
     // The image is not booted here; any readable kernel/ext4 pair would do, so use the real one if built.
     let image = rds_testkit::guest_image().ok();
-    Some(
-        TestManager::start(
-            image.as_ref(),
-            &vhost,
-            &[("MAX_CPU", "4"), ("MAX_MEM_MB", "2048")],
-        )
-        .await,
-    )
+    let mut settings = vec![("MAX_CPU", "4"), ("MAX_MEM_MB", "2048")];
+    settings.extend_from_slice(extra);
+    Some(TestManager::start(image.as_ref(), &vhost, &settings).await)
 }
 
 #[tokio::test]
@@ -170,5 +169,141 @@ async fn ids_are_checked() {
         r.status,
         StatusCode::BAD_REQUEST,
         "validation comes before the lookup"
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_matches_the_router() {
+    let Some(tm) = manager().await else { return };
+    let doc = tm
+        .send(
+            Request::builder()
+                .uri("/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let doc = doc.json;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["ApiKeyAuth"]["name"], "X-API-Key");
+    assert_eq!(schemes["SessionCookie"]["in"], "cookie");
+    let paths = doc["paths"].as_object().unwrap();
+    for required in [
+        "/v1/vms",
+        "/v1/vms/{id}",
+        "/v1/vms/{id}/exec",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ] {
+        assert!(
+            paths.contains_key(required),
+            "{required} missing from the document"
+        );
+    }
+    // Every documented operation is served: the router neither 404s the path nor 405s the method.
+    let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let mut checked = 0;
+    for (path, item) in paths {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let uri = path.replace("{id}", id);
+            let req = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&uri)
+                .header("x-api-key", KEY)
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            let r = tm.send(req).await;
+            assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            assert!(
+                !(r.status == StatusCode::NOT_FOUND && r.json["message"] == "Not Found"),
+                "{method} {uri} is documented but not routed"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 14, "only {checked} operations documented");
+}
+
+#[tokio::test]
+async fn metrics_and_rate_limits() {
+    let Some(tm) = manager_with(&[("RATE_LIMIT_GLOBAL", "3")]).await else {
+        return;
+    };
+    for i in 0..3 {
+        let r = tm.call(Method::GET, "/v1/vms", None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers["x-ratelimit-limit"], "3");
+        assert_eq!(
+            r.headers["x-ratelimit-remaining"],
+            (2 - i).to_string().as_str()
+        );
+    }
+    let r = tm.call(Method::GET, "/v1/vms", None).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(
+        r.json["message"],
+        format!("Rate limit exceeded, retry in {retry} seconds")
+    );
+    // Exempt routes keep answering.
+    let healthz = Request::builder()
+        .uri("/healthz")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(tm.send(healthz).await.status, StatusCode::OK);
+
+    let anon = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(tm.send(anon).await.status, StatusCode::UNAUTHORIZED);
+    let bearer = Request::builder()
+        .uri("/metrics")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Body::empty())
+        .unwrap();
+    let r = tm.send(bearer).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = r.json.as_str().unwrap().to_string();
+    assert!(text.contains("rds_build_info{version="), "{text}");
+    assert!(
+        text.contains("rds_http_requests_total{route=\"/v1/vms\",method=\"GET\",status=\"200\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rds_rate_limited_total{route=\"/v1/vms\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_offline() {
+    let Some(tm) = manager().await else { return };
+    let get = |p: &str| Request::builder().uri(p).body(Body::empty()).unwrap();
+    let r = tm.send(get("/swagger")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let html = r.json.as_str().unwrap().to_string();
+    assert!(
+        html.contains("/swagger/swagger-ui-bundle.js") && !html.contains("http"),
+        "{html}"
+    );
+    let r = tm.send(get("/swagger/swagger-ui-bundle.js")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.json.as_str().unwrap().len() > 100_000, "bundle embedded");
+    assert_eq!(
+        tm.send(get("/swagger/nope.js")).await.status,
+        StatusCode::NOT_FOUND
     );
 }

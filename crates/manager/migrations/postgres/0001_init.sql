@@ -1,12 +1,17 @@
+-- Postgres twin of migrations/sqlite/0001_init.sql: the same tables, columns and types (TEXT, BIGINT;
+-- flags are BIGINT 0/1, timestamps fixed-width RFC 3339 TEXT, so the Any driver reads both alike).
+-- The one difference: ids and timestamps that queries sort by are COLLATE "C", so Postgres orders
+-- them byte-wise like SQLite does, whatever the database's locale.
+
 CREATE TABLE guest_images (
-    id TEXT PRIMARY KEY,
+    id TEXT COLLATE "C" PRIMARY KEY,
     name TEXT NOT NULL,
     description TEXT NOT NULL,
     built_in BIGINT NOT NULL DEFAULT 0,
     kernel_path TEXT,
     initrd_path TEXT,
     rootfs_path TEXT,
-    created_at TEXT NOT NULL
+    created_at TEXT COLLATE "C" NOT NULL
 );
 
 CREATE TABLE settings (
@@ -15,7 +20,7 @@ CREATE TABLE settings (
 );
 
 CREATE TABLE vms (
-    id TEXT PRIMARY KEY,
+    id TEXT COLLATE "C" PRIMARY KEY,
     state TEXT NOT NULL,
     cpu BIGINT NOT NULL,
     mem_mb BIGINT NOT NULL,
@@ -35,8 +40,8 @@ CREATE TABLE vms (
     vmm_boot_id TEXT,
     backend TEXT NOT NULL,
     last_error TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    created_at TEXT COLLATE "C" NOT NULL,
+    updated_at TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX vms_state ON vms (state);
 

@@ -25,6 +25,27 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
     next.run(req).await
 }
 
+/// `/metrics` also takes `Authorization: Bearer <key>`, which scrapers send.
+pub async fn require_scraper(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let h = req.headers();
+    let bearer = h
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let candidates = [
+        h.get("x-api-key").map(|v| v.as_bytes()),
+        bearer.map(str::as_bytes),
+    ];
+    let ok = candidates
+        .into_iter()
+        .flatten()
+        .any(|k| bool::from(digest_bytes(k).ct_eq(&state.api_key_digest[..])));
+    if !ok {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+    }
+    next.run(req).await
+}
+
 fn digest_bytes(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }

@@ -4,8 +4,13 @@
 mod auth;
 mod error;
 mod extract;
+pub mod metrics;
 mod middleware;
+mod openapi;
+pub mod ratelimit;
 mod routes;
+mod schema;
+mod swagger;
 mod validate;
 
 pub use auth::digest as auth_digest;
@@ -13,9 +18,12 @@ pub use error::ApiError;
 
 use crate::config::Limits;
 use crate::lifecycle::VmService;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What `/readyz` reports about the backend choice made at startup.
 #[derive(Debug, Clone)]
@@ -34,37 +42,69 @@ pub struct AppState {
     pub api_key_digest: Arc<[u8; 32]>,
     pub expose_internal_errors: bool,
     pub backend_info: Arc<BackendInfo>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub limiter: Arc<ratelimit::Limiter>,
 }
 
+/// The router and the OpenAPI document built from the same registrations.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/vms", get(routes::vms::list).post(routes::vms::create))
-        .route(
-            "/vms/{id}",
-            get(routes::vms::get).delete(routes::vms::destroy),
-        )
-        .route("/vms/{id}/start", post(routes::vms::start))
-        .route("/vms/{id}/stop", post(routes::vms::stop))
-        .route("/vms/{id}/exec", post(routes::runs::exec))
-        .route("/vms/{id}/run-ts", post(routes::runs::run_ts))
-        .route("/vms/{id}/run-js", post(routes::runs::run_js))
-        .route("/vms/{id}/files/upload", post(routes::files::upload))
-        .route("/vms/{id}/files/download", get(routes::files::download))
-        .route("/vms/{id}/logs", get(routes::logs::vm_log))
-        .route("/vms/{id}/exec-logs", get(routes::logs::exec_logs))
+    let (router, _) = router_and_doc(state);
+    router
+}
+
+pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    use routes::{files, health, logs, runs, vms};
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(vms::list, vms::create))
+        .routes(routes!(vms::get, vms::destroy))
+        .routes(routes!(vms::start))
+        .routes(routes!(vms::stop))
+        .routes(routes!(runs::exec))
+        .routes(routes!(runs::run_ts))
+        .routes(routes!(runs::run_js))
+        .routes(routes!(files::upload))
+        .routes(routes!(files::download))
+        .routes(routes!(logs::vm_log))
+        .routes(routes!(logs::exec_logs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::enforce,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
-    Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
+    let scrape = OpenApiRouter::new()
+        .routes(routes!(metrics::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_scraper,
+        ));
+    let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .merge(scrape)
         .nest("/v1", v1)
+        .split_for_parts();
+    doc.paths
+        .paths
+        .insert("/openapi.json".into(), openapi::self_path());
+    let json = Arc::new(doc.to_json().expect("OpenAPI document serialises"));
+    let router = router
+        .route("/openapi.json", get(move || openapi::serve(json.clone())))
+        .route("/swagger", get(swagger::index))
+        .route("/swagger/", get(swagger::index))
+        .route("/swagger/{file}", get(swagger::file))
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::request_envelope,
         ))
-        .with_state(state)
+        .with_state(state);
+    (router, doc)
 }

@@ -25,6 +25,9 @@ pub struct Settings {
     pub expose_internal_errors: bool,
     pub image: BuiltinImage,
     pub dns_server_ip: Option<std::net::Ipv4Addr>,
+    /// `GUEST_FIREWALL`: apply the guest half of the egress policy (`/firewall/allowlist`). The host
+    /// rules are the authority either way; tests switch this off to prove that.
+    pub guest_firewall: bool,
     pub db: DbSettings,
     pub backend: BackendSettings,
     pub disks: DiskSettings,
@@ -190,6 +193,7 @@ impl Settings {
                 None
             }
         });
+        let guest_firewall = e.bool("GUEST_FIREWALL", true);
 
         let db = DbSettings {
             dialect: e.choice("DB_DIALECT", "sqlite", &["sqlite", "postgres"]),
@@ -373,6 +377,7 @@ impl Settings {
             expose_internal_errors,
             image,
             dns_server_ip,
+            guest_firewall,
             db,
             backend,
             disks,
@@ -443,6 +448,7 @@ mod tests {
         assert_eq!(s.default_disk_mb(), 512);
         assert_eq!(s.db.dialect, "sqlite");
         assert_eq!(s.manager_internal_base_url, "http://172.16.0.1:3000");
+        assert!(s.guest_firewall);
         assert_eq!(
             s.backend.jailer_chroot_base_dir,
             PathBuf::from("/var/lib/run-dat-sheesh/jailer")

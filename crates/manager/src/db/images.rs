@@ -70,14 +70,15 @@ impl Db {
         Ok(image)
     }
 
+    /// One upsert statement, so concurrent callers cannot trip over the `settings` key.
     pub async fn set_default_image(&self, id: &str) -> Result<(), DbError> {
-        sqlx::query("DELETE FROM settings WHERE key = 'defaultGuestImageId'")
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("INSERT INTO settings (key, value) VALUES ('defaultGuestImageId', $1)")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('defaultGuestImageId', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-use super::{flag, Db, DbError};
+use super::{flag, is_unique_violation, Db, DbError, Dialect};
 use crate::config::Subnet;
 use crate::model::{now_rfc3339, VmRecord, VmState};
 use sqlx::any::AnyRow;
@@ -36,6 +36,19 @@ pub enum CreateVmError {
 impl From<sqlx::Error> for CreateVmError {
     fn from(e: sqlx::Error) -> Self {
         CreateVmError::Db(DbError::Sql(e))
+    }
+}
+
+/// How one create transaction ended when it did not commit.
+enum Attempt {
+    /// The unique `ip` key rejected the address: another writer took it; worth another try.
+    AddressTaken(Ipv4Addr),
+    Failed(CreateVmError),
+}
+
+impl<E: Into<CreateVmError>> From<E> for Attempt {
+    fn from(e: E) -> Self {
+        Attempt::Failed(e.into())
     }
 }
 
@@ -84,15 +97,55 @@ fn mac_of(ip: Ipv4Addr) -> String {
 }
 
 impl Db {
-    /// Quota check, lowest-free address allocation and row insert in one transaction. The caller
-    /// serialises creates, so the count cannot race on SQLite.
+    /// Quota check, lowest-free address allocation and row insert in one transaction
+    /// (`vm-lifecycle.md` §1–2). Besides the caller's serialisation, the database serialises creates so
+    /// that two managers on one database can neither exceed the quota nor pick the same address: SQLite
+    /// takes its write lock up front (`BEGIN IMMEDIATE`), Postgres locks `ip_allocations` against other
+    /// writers. Should the unique `ip` key still reject the pick, the transaction is retried.
     pub async fn create_vm(
         &self,
         vm: &NewVm,
         max_vms: u64,
         subnet: &Subnet,
     ) -> Result<VmRecord, CreateVmError> {
-        let mut tx = self.pool.begin().await?;
+        const ATTEMPTS: u32 = 4;
+        for attempt in 1..=ATTEMPTS {
+            match self.try_create_vm(vm, max_vms, subnet).await {
+                Ok(()) => break,
+                Err(Attempt::AddressTaken(ip)) if attempt < ATTEMPTS => {
+                    tracing::debug!(%ip, attempt, "guest address taken concurrently; retrying");
+                }
+                Err(Attempt::AddressTaken(ip)) => {
+                    return Err(DbError::Conflict(format!(
+                        "guest address {ip} was taken concurrently {ATTEMPTS} times"
+                    ))
+                    .into())
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
+        }
+        Ok(self.get_vm(&vm.id).await?.ok_or_else(|| DbError::Corrupt {
+            table: "vms",
+            detail: format!("row {} vanished after insert", vm.id),
+        })?)
+    }
+
+    async fn try_create_vm(
+        &self,
+        vm: &NewVm,
+        max_vms: u64,
+        subnet: &Subnet,
+    ) -> Result<(), Attempt> {
+        let mut tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("LOCK TABLE ip_allocations IN EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        };
         let count: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM vms WHERE state <> 'DELETED' AND pool_role IS NULL",
         )
@@ -100,7 +153,7 @@ impl Db {
         .await?
         .try_get("n")?;
         if count as u64 >= max_vms {
-            return Err(CreateVmError::Quota(max_vms));
+            return Err(CreateVmError::Quota(max_vms).into());
         }
         let taken: HashSet<String> = sqlx::query("SELECT ip FROM ip_allocations")
             .fetch_all(&mut *tx)
@@ -113,12 +166,17 @@ impl Db {
             .find(|(_, ip)| !taken.contains(&ip.to_string()))
             .ok_or(CreateVmError::NoAddress)?;
         let now = now_rfc3339();
-        sqlx::query("INSERT INTO ip_allocations (ip, vm_id, allocated_at) VALUES ($1, $2, $3)")
-            .bind(ip.to_string())
-            .bind(&vm.id)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
+        let allocated =
+            sqlx::query("INSERT INTO ip_allocations (ip, vm_id, allocated_at) VALUES ($1, $2, $3)")
+                .bind(ip.to_string())
+                .bind(&vm.id)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await;
+        match allocated {
+            Err(e) if is_unique_violation(&e) => return Err(Attempt::AddressTaken(ip)),
+            other => other?,
+        };
         let allow = serde_json::to_string(&vm.allow_ips).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "INSERT INTO vms (id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
@@ -141,10 +199,7 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(self.get_vm(&vm.id).await?.ok_or_else(|| DbError::Corrupt {
-            table: "vms",
-            detail: format!("row {} vanished after insert", vm.id),
-        })?)
+        Ok(())
     }
 
     /// A user VM that is not DELETED.

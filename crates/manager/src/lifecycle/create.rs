@@ -114,6 +114,7 @@ impl VmService {
         if let Err(e) = self.inner.backend.cleanup(&rt).await {
             tracing::warn!(vm_id = %vm.id, error = %e, "cleanup after failed boot");
         }
+        self.detach_network_logged(vm, "failed boot").await;
         self.inner.db.clear_runtime(&vm.id).await?;
         if failed.cancelled {
             return Err(LifecycleError::NoLongerRunning(vm.id.clone()));
@@ -158,6 +159,8 @@ impl VmService {
             .set_state(&vm.id, VmState::Starting, None)
             .await
             .map_err(Failed::host)?;
+        // Host rules before the VMM exists: a VM never runs with missing rules.
+        self.attach_network(vm).await?;
         let spec = self.spec_for(vm, image, disk);
         let backend = &self.inner.backend;
         backend.prepare(&spec).await.map_err(Failed::host)?;
@@ -169,7 +172,7 @@ impl VmService {
             .await
             .map_err(Failed::host)?;
         self.wait_ready(&rt, &guard.cancel).await?;
-        self.provision_guest(&vm.id).await?;
+        self.provision_guest(vm).await?;
         self.inner
             .db
             .set_running(&vm.id, "boot")
@@ -180,9 +183,10 @@ impl VmService {
         Ok(())
     }
 
-    /// Guest setup after readiness (`vm-lifecycle.md` §2 step 8): the clock first, so everything the
-    /// guest does later carries real timestamps.
-    async fn provision_guest(&self, id: &str) -> Result<(), Failed> {
+    /// Guest setup after readiness (`vm-lifecycle.md` §2 steps 8–9): the clock first, so everything
+    /// the guest does later carries real timestamps; then the network and the guest firewall.
+    async fn provision_guest(&self, vm: &VmRecord) -> Result<(), Failed> {
+        let id = vm.id.as_str();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -192,7 +196,7 @@ impl VmService {
         self.agent_for(id)
             .call_no_content(rds_protocol::paths::TIME_SYNC, Some(&sync))
             .await?;
-        Ok(())
+        self.configure_guest_network(vm).await
     }
 
     fn spec_for(&self, vm: &VmRecord, image: &ImageRecord, disk: PathBuf) -> VmSpec {
@@ -200,11 +204,12 @@ impl VmService {
         let storage = &self.inner.storage;
         let cmdline = format!(
             "console=ttyS0 reboot=k panic=1 root=/dev/vda ro rootfstype=ext4 \
-             init=/usr/local/sbin/rds-init {}={} {}={}",
+             init=/usr/local/sbin/rds-init {}={} {}={} {}",
             rds_protocol::CMDLINE_AGENT_PORT,
             s.agent.port,
             rds_protocol::CMDLINE_DISK_WAIT_MS,
             s.disk_wait_ms,
+            self.inner.net.cmdline_arg(vm),
         );
         VmSpec {
             vm_id: vm.id.clone(),
@@ -218,8 +223,7 @@ impl VmService {
             logs_dir: storage.logs_dir(&vm.id),
             vsock_cid: vm.vsock_cid,
             cmdline,
-            // Host networking (TAP per VM) arrives with the networking issue.
-            net: None,
+            net: Some(self.inner.net.nic(vm)),
         }
     }
 }

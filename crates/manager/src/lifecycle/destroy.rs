@@ -1,5 +1,6 @@
 //! Destroy (`vm-lifecycle.md` §3): always accepted; cancels a create or start, kills the VMM, removes
-//! every file, then the tombstone row and the released address in one transaction.
+//! the TAP, host rules and every file, then the tombstone row and the released address in one
+//! transaction. Leftovers of a failed step are removed by the next reconciliation.
 
 use super::{LifecycleError, VmService};
 use std::time::Duration;
@@ -25,6 +26,9 @@ impl VmService {
         let mut warnings = Vec::new();
         if let Err(e) = backend.cleanup(&rt).await {
             warnings.push(e.to_string());
+        }
+        if let Err(e) = self.detach_network(&vm).await {
+            warnings.push(super::network::chain(&e));
         }
         if let Err(e) = self.inner.storage.remove_vm(id).await {
             warnings.push(e.to_string());

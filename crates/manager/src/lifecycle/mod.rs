@@ -7,8 +7,10 @@ mod error;
 pub(crate) mod exec;
 mod execlog;
 mod files;
+mod network;
 mod ops;
 mod ready;
+mod reconcile;
 mod start;
 mod stop;
 mod watch;
@@ -16,6 +18,8 @@ mod watch;
 pub use create::CreateVm;
 pub use error::{BootFailure, LifecycleError};
 pub use exec::{RunReply, Runtime};
+pub use network::{Network, NetworkSettings};
+pub use reconcile::{ReconcileError, ReconcileReport};
 
 use crate::agent::{AgentClient, AgentConfig};
 use crate::config::Subnet;
@@ -47,6 +51,7 @@ struct Inner {
     backend: Arc<dyn VmmBackend>,
     storage: Storage,
     settings: LifecycleSettings,
+    net: Network,
     ops: ops::OpTable,
     /// Serialises quota check + address allocation (SQLite cannot lock the count for us).
     create_lock: tokio::sync::Mutex<()>,
@@ -58,6 +63,7 @@ impl VmService {
         backend: Arc<dyn VmmBackend>,
         storage: Storage,
         settings: LifecycleSettings,
+        net: Network,
     ) -> Self {
         VmService {
             inner: Arc::new(Inner {
@@ -65,6 +71,7 @@ impl VmService {
                 backend,
                 storage,
                 settings,
+                net,
                 ops: ops::OpTable::default(),
                 create_lock: tokio::sync::Mutex::new(()),
             }),

@@ -1,5 +1,6 @@
 //! Stop (`vm-lifecycle.md` §3): RUNNING only. Flush, ask the guest to power off, wait a bounded time,
-//! then force; runtime resources go, disk and logs stay. Nothing is copied.
+//! then force; runtime resources (run directory, TAP, host rules) go, disk, logs and the address
+//! stay. Nothing is copied.
 
 use super::{LifecycleError, VmService};
 use crate::model::VmState;
@@ -33,6 +34,7 @@ impl VmService {
             self.shut_down(&rt).await;
         }
         self.release_runtime(id).await;
+        self.detach_network_logged(&vm, "stop").await;
         self.inner.db.set_state(id, VmState::Stopped, None).await?;
         tracing::info!(vm_id = %id, "vm.stopped");
         Ok(())

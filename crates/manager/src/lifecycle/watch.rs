@@ -1,5 +1,6 @@
 //! Unexpected VMM exits (`vm-lifecycle.md` §3): a RUNNING VM whose VMM dies without a stop or destroy
-//! in progress becomes STOPPED with `lastError`; its runtime resources are removed.
+//! in progress becomes STOPPED with `lastError`; its runtime resources (run directory, helpers, TAP,
+//! host rules) are removed.
 
 use super::VmService;
 use crate::model::VmState;
@@ -14,18 +15,16 @@ impl VmService {
             let Ok(_guard) = svc.begin_op(&rt.vm_id, "exit") else {
                 return;
             };
-            let still_ours = matches!(
-                svc.inner.db.get_vm(&rt.vm_id).await,
-                Ok(Some(vm)) if vm.state == VmState::Running && vm.vmm_pid == Some(rt.pid)
-            );
-            if !still_ours {
-                return;
-            }
+            let vm = match svc.inner.db.get_vm(&rt.vm_id).await {
+                Ok(Some(vm)) if vm.state == VmState::Running && vm.vmm_pid == Some(rt.pid) => vm,
+                _ => return,
+            };
             let reason = format!("VMM exited unexpectedly ({status})");
             tracing::warn!(vm_id = %rt.vm_id, %status, "vm.exited");
             if let Err(e) = svc.inner.backend.cleanup(&rt).await {
                 tracing::warn!(vm_id = %rt.vm_id, error = %e, "cleanup after exit");
             }
+            svc.detach_network_logged(&vm, "unexpected exit").await;
             let db = &svc.inner.db;
             if let Err(e) = db
                 .set_state(&rt.vm_id, VmState::Stopped, Some(&reason))

@@ -1,5 +1,9 @@
 //! An in-process manager for tests: fresh storage and SQLite per test, router called with `oneshot`.
+//! Each manager lives in a network namespace of its own (`netns.rs`), so its bridge, TAPs and
+//! nftables rules never touch the host network; requests run on the manager's runtime there.
 #![allow(dead_code)]
+
+pub mod netns;
 
 use axum::body::Body;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -14,9 +18,31 @@ use tower::ServiceExt;
 pub const KEY: &str = "test-key-0123456789abcdef";
 
 pub struct TestManager {
-    pub app: rds_manager::App,
+    // Field order is drop order: the manager stops, then its namespace and files go.
+    host: Option<netns::Hosted>,
     pub router: axum::Router,
+    pub ns: netns::Ns,
+    pub settings: Settings,
+    resolv: Option<PathBuf>,
     pub dir: tempfile::TempDir,
+}
+
+impl Drop for TestManager {
+    fn drop(&mut self) {
+        self.host.take();
+        // A test that failed half-way leaves VMs behind: their processes reference this storage.
+        let root = self.storage().display().to_string();
+        for pid in rds_testkit::pids_matching(&root) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Options beyond settings.
+#[derive(Debug, Default, Clone)]
+pub struct Opts {
+    /// Contents the manager sees as `/etc/resolv.conf` (its DNS forwarder's upstreams).
+    pub resolv_conf: Option<String>,
 }
 
 pub struct Resp {
@@ -31,6 +57,15 @@ impl TestManager {
         image: Option<&GuestImage>,
         vhost: &str,
         extra: &[(&str, &str)],
+    ) -> TestManager {
+        Self::start_with(image, vhost, extra, Opts::default()).await
+    }
+
+    pub async fn start_with(
+        image: Option<&GuestImage>,
+        vhost: &str,
+        extra: &[(&str, &str)],
+        opts: Opts,
     ) -> TestManager {
         let dir = tempfile::tempdir().expect("tempdir");
         // The VMM's helpers run as JAILER_UID and must traverse to their run directory.
@@ -67,20 +102,48 @@ impl TestManager {
             env.insert(k.to_string(), v.to_string());
         }
         let settings = Settings::from_env(&env).expect("test settings");
-        let app = rds_manager::build(&settings).await.unwrap_or_else(|errs| {
-            panic!(
-                "manager startup failed: {}",
-                errs.iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
+        let resolv = opts.resolv_conf.map(|text| {
+            let p = dir.path().join("resolv.conf");
+            std::fs::write(&p, text).unwrap();
+            p
         });
+        let ns = netns::Ns::new("mgr");
+        let host = netns::Hosted::start(&ns.name, settings.clone(), resolv.clone())
+            .await
+            .unwrap_or_else(|e| panic!("manager startup failed: {e}"));
         TestManager {
-            router: app.router.clone(),
-            app,
+            router: host.app.router.clone(),
+            host: Some(host),
+            ns,
+            settings,
+            resolv,
             dir,
         }
+    }
+
+    pub fn app(&self) -> &rds_manager::App {
+        &self.host.as_ref().expect("manager running").app
+    }
+
+    /// Stops the manager without touching its VMs, as a killed manager would (VMM processes run in
+    /// their own sessions), and leaves it stopped.
+    pub fn kill(&mut self) {
+        self.host.take();
+    }
+
+    /// Builds a new manager on the same settings, storage, database and namespace (startup
+    /// reconciliation included).
+    pub async fn restart(&mut self) -> Result<(), String> {
+        self.host.take();
+        let host =
+            netns::Hosted::start(&self.ns.name, self.settings.clone(), self.resolv.clone()).await?;
+        self.router = host.app.router.clone();
+        self.host = Some(host);
+        Ok(())
+    }
+
+    fn hosted(&self) -> &netns::Hosted {
+        self.host.as_ref().expect("manager running")
     }
 
     pub fn storage(&self) -> PathBuf {
@@ -103,10 +166,17 @@ impl TestManager {
     }
 
     pub async fn send(&self, req: Request<Body>) -> Resp {
-        let resp = self.router.clone().oneshot(req).await.expect("router");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let router = self.router.clone();
+        let (status, headers, bytes) = self
+            .hosted()
+            .run(async move {
+                let resp = router.oneshot(req).await.expect("router");
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, headers, bytes)
+            })
+            .await;
         let json = if bytes.is_empty() {
             Value::Null
         } else {
@@ -156,15 +226,20 @@ impl TestManager {
             .header("x-api-key", KEY)
             .body(Body::empty())
             .unwrap();
-        let resp = self.router.clone().oneshot(req).await.expect("router");
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        let bytes = resp
-            .into_body()
-            .collect()
+        let router = self.router.clone();
+        self.hosted()
+            .run(async move {
+                let resp = router.oneshot(req).await.expect("router");
+                let (status, headers) = (resp.status(), resp.headers().clone());
+                let bytes = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                (status, headers, bytes)
+            })
             .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        (status, headers, bytes)
     }
 
     /// Creates a RUNNING VM and returns its id.

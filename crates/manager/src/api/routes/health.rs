@@ -6,10 +6,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "{status: ok}")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready: backend, accel, kvmProbe, checks"), (status = 503, description = "Not ready")))]
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     let b = &st.backend_info;
     let database = match st.vms.ping_db().await {

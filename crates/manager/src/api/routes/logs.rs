@@ -2,6 +2,7 @@
 
 use crate::api::error::ApiError;
 use crate::api::extract::VmId;
+use crate::api::schema::{ErrorBody, ExecLogPage, LogTailView};
 use crate::api::AppState;
 use crate::execlog::Kind;
 use axum::extract::{Query, State};
@@ -26,6 +27,11 @@ fn clamped(
     }
 }
 
+#[utoipa::path(get, path = "/vms/{id}/logs", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
+    params(("id" = String, Path, description = "VM id"),
+           ("type" = Option<String>, Query, description = "vmm.log (default), console.log, vmm.stderr.log"),
+           ("tail" = Option<u32>, Query, description = "1..1000, default 200")),
+    responses((status = 200, body = LogTailView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn vm_log(
     State(st): State<AppState>,
     VmId(id): VmId,
@@ -44,6 +50,12 @@ pub async fn vm_log(
     ))
 }
 
+#[utoipa::path(get, path = "/vms/{id}/exec-logs", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
+    params(("id" = String, Path, description = "VM id"),
+           ("limit" = Option<u32>, Query, description = "1..200, default 50"),
+           ("type" = Option<String>, Query, description = "all, exec, run-ts, run-js"),
+           ("before" = Option<String>, Query, description = "Entry id: only older entries")),
+    responses((status = 200, body = ExecLogPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn exec_logs(
     State(st): State<AppState>,
     VmId(id): VmId,

@@ -2,6 +2,7 @@
 
 use crate::api::error::ApiError;
 use crate::api::extract::{JsonObject, VmId, KIB};
+use crate::api::schema::{ErrorBody, ExecBody, ExecResultView, RunBody, RunResultView};
 use crate::api::{validate, AppState};
 use crate::lifecycle::Runtime;
 use axum::extract::State;
@@ -12,22 +13,34 @@ use serde_json::Value;
 
 type Body1M = JsonObject<{ 1024 * KIB }>;
 
+#[utoipa::path(post, path = "/vms/{id}/exec", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
+    params(("id" = String, Path, description = "VM id")), request_body = ExecBody,
+    responses((status = 200, body = ExecResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn exec(
     State(st): State<AppState>,
     VmId(id): VmId,
     JsonObject(body): Body1M,
 ) -> Result<Json<Value>, ApiError> {
     let (req, timeout_ms) = validate::exec(&body, &st.limits)?;
-    let result = st.vms.exec(&id, &req, timeout_ms).await?;
+    let started = std::time::Instant::now();
+    let result = st.vms.exec(&id, &req, timeout_ms).await;
+    count(&st, "exec", started, result.as_ref().err());
+    let result = result?;
     Ok(Json(
         serde_json::to_value(result).map_err(|e| ApiError::internal(e.to_string()))?,
     ))
 }
 
+#[utoipa::path(post, path = "/vms/{id}/run-ts", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
+    params(("id" = String, Path, description = "VM id")), request_body = RunBody,
+    responses((status = 200, body = RunResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn run_ts(st: State<AppState>, id: VmId, body: Body1M) -> Result<Response, ApiError> {
     run(st, id, body, Runtime::Deno).await
 }
 
+#[utoipa::path(post, path = "/vms/{id}/run-js", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
+    params(("id" = String, Path, description = "VM id")), request_body = RunBody,
+    responses((status = 200, body = RunResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn run_js(st: State<AppState>, id: VmId, body: Body1M) -> Result<Response, ApiError> {
     run(st, id, body, Runtime::Node).await
 }
@@ -39,8 +52,52 @@ async fn run(
     rt: Runtime,
 ) -> Result<Response, ApiError> {
     let (req, timeout_ms) = validate::run(&body, &st.limits, rt == Runtime::Deno)?;
-    let reply = st.vms.run(&id, rt, req, timeout_ms).await?;
+    let started = std::time::Instant::now();
+    let kind = if rt == Runtime::Deno {
+        "run-ts"
+    } else {
+        "run-js"
+    };
+    let reply = st.vms.run(&id, rt, req, timeout_ms).await;
+    count(&st, kind, started, reply.as_ref().err());
+    let reply = reply?;
     // Serialised from the raw agent JSON, so `result` keeps every digit as produced.
     let bytes = serde_json::to_vec(&reply).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// `exec_total{kind,result}`, `exec_duration_seconds{kind}` and agent failures by kind.
+fn count(
+    st: &AppState,
+    kind: &'static str,
+    started: std::time::Instant,
+    err: Option<&crate::lifecycle::LifecycleError>,
+) {
+    use crate::agent::AgentError;
+    use crate::lifecycle::LifecycleError as L;
+    let result = match err {
+        None => "ok",
+        Some(L::Agent(AgentError::Status { .. })) => "rejected",
+        Some(_) => "error",
+    };
+    st.metrics
+        .inc("rds_exec_total", &[("kind", kind), ("result", result)]);
+    st.metrics.observe(
+        "rds_exec_duration_seconds",
+        &[("kind", kind)],
+        started.elapsed().as_secs_f64(),
+    );
+    let failure = match err {
+        Some(L::Agent(AgentError::Unreachable(_))) => Some("unreachable"),
+        Some(L::Agent(AgentError::Timeout(_))) => Some("timeout"),
+        Some(L::Agent(AgentError::Invalid(_))) => Some("invalid"),
+        Some(L::Agent(AgentError::Status { status, .. })) if *status >= 500 => Some("error"),
+        _ => None,
+    };
+    if let Some(f) = failure {
+        st.metrics.inc(
+            "rds_agent_errors_total",
+            &[("endpoint", kind), ("outcome", f)],
+        );
+    }
 }

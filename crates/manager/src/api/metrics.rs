@@ -1,0 +1,66 @@
+//! HTTP metrics (a route layer, so the matched pattern is known) and the `/metrics` endpoint.
+
+use super::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// `/v1/vms/{id}/exec` → `/v1/vms/:id/exec`, the label form of `api.md` §2.
+pub fn route_label(pattern: &str) -> String {
+    pattern.replace("{id}", ":id")
+}
+
+pub async fn record(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| route_label(m.as_str()))
+        .unwrap_or_default();
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let m = &st.metrics;
+    m.inc(
+        "rds_http_requests_total",
+        &[("route", &route), ("method", &method), ("status", &status)],
+    );
+    m.observe(
+        "rds_http_request_duration_seconds",
+        &[("route", &route), ("method", &method)],
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "health", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain"), (status = 401)))]
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let mut gauges = vec![(
+        "rds_build_info",
+        vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("backend", st.backend_info.backend.to_string()),
+        ],
+        1.0,
+    )];
+    if let Ok(vms) = st.vms.list().await {
+        let mut by_state = std::collections::BTreeMap::new();
+        for vm in &vms {
+            *by_state.entry(vm.state.as_str()).or_insert(0u64) += 1;
+        }
+        for (state, n) in by_state {
+            gauges.push(("rds_vms", vec![("state", state.to_string())], n as f64));
+        }
+    }
+    let body = st.metrics.render(&gauges);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

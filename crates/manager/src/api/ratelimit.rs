@@ -1,0 +1,179 @@
+//! Rate limits (`api.md` §1.7): fixed 60-second windows per (route group, principal). Runs after
+//! routing, so the group is known from the matched route pattern.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::config::RateLimits;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// (route group, principal) → (window start, requests in it).
+type Windows = HashMap<(&'static str, String), (Instant, u64)>;
+
+pub struct Limiter {
+    limits: RateLimits,
+    windows: Mutex<Windows>,
+}
+
+pub enum Verdict {
+    Exempt,
+    Allowed {
+        limit: u64,
+        remaining: u64,
+        reset: u64,
+    },
+    Limited {
+        limit: u64,
+        reset: u64,
+    },
+}
+
+impl Limiter {
+    pub fn new(limits: RateLimits) -> Self {
+        Limiter {
+            limits,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The group and limit of a `/v1` route pattern and method.
+    fn group(&self, method: &http::Method, route: &str) -> (&'static str, u64) {
+        let l = &self.limits;
+        match (method.as_str(), route) {
+            ("POST", "/v1/vms") => ("vm_create", l.vm_create),
+            ("POST", "/v1/vms/{id}/exec") => ("exec", l.exec),
+            ("POST", "/v1/vms/{id}/run-ts") => ("run_ts", l.run_ts),
+            ("POST", "/v1/vms/{id}/run-js") => ("run_js", l.run_js),
+            ("POST", "/v1/vms/{id}/files/upload") => ("files_upload", l.files_upload),
+            ("GET", "/v1/vms/{id}/files/download") => ("files_download", l.files_download),
+            _ => ("global", l.global),
+        }
+    }
+
+    pub fn check(&self, method: &http::Method, route: &str, principal: &str) -> Verdict {
+        let (group, limit) = self.group(method, route);
+        if limit == 0 {
+            return Verdict::Exempt;
+        }
+        let now = Instant::now();
+        let mut windows = self.windows.lock().expect("rate windows");
+        if windows.len() > 100_000 {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        }
+        let (start, count) = windows
+            .entry((group, principal.to_string()))
+            .or_insert((now, 0));
+        if now.duration_since(*start) >= WINDOW {
+            *start = now;
+            *count = 0;
+        }
+        let reset = (WINDOW.saturating_sub(now.duration_since(*start)))
+            .as_secs()
+            .max(1);
+        if *count >= limit {
+            return Verdict::Limited { limit, reset };
+        }
+        *count += 1;
+        Verdict::Allowed {
+            limit,
+            remaining: limit - *count,
+            reset,
+        }
+    }
+}
+
+pub async fn enforce(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    // Every /v1 caller is the master key until DB keys and sessions exist.
+    let verdict = st.limiter.check(req.method(), &route, "master");
+    let set = |resp: &mut Response, limit: u64, remaining: u64, reset: u64| {
+        let h = resp.headers_mut();
+        h.insert("x-ratelimit-limit", HeaderValue::from(limit));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+        h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+    };
+    match verdict {
+        Verdict::Exempt => next.run(req).await,
+        Verdict::Limited { limit, reset } => {
+            st.metrics.inc(
+                "rds_rate_limited_total",
+                &[("route", &super::metrics::route_label(&route))],
+            );
+            let mut resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Rate limit exceeded, retry in {reset} seconds"),
+            )
+            .into_response();
+            set(&mut resp, limit, 0, reset);
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(reset));
+            resp
+        }
+        Verdict::Allowed {
+            limit,
+            remaining,
+            reset,
+        } => {
+            let mut resp = next.run(req).await;
+            set(&mut resp, limit, remaining, reset);
+            resp
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(global: u64, exec: u64) -> RateLimits {
+        RateLimits {
+            global,
+            login: 10,
+            vm_create: 30,
+            exec,
+            run_ts: 60,
+            run_js: 60,
+            files_upload: 30,
+            files_download: 60,
+            peer_invoke: 300,
+        }
+    }
+
+    #[test]
+    fn windows_per_group_and_principal() {
+        let l = Limiter::new(limits(2, 0));
+        let get = http::Method::GET;
+        assert!(matches!(
+            l.check(&get, "/v1/vms", "a"),
+            Verdict::Allowed { remaining: 1, .. }
+        ));
+        assert!(matches!(
+            l.check(&get, "/v1/vms/{id}", "a"),
+            Verdict::Allowed { remaining: 0, .. }
+        ));
+        assert!(matches!(
+            l.check(&get, "/v1/vms", "a"),
+            Verdict::Limited { limit: 2, .. }
+        ));
+        assert!(
+            matches!(l.check(&get, "/v1/vms", "b"), Verdict::Allowed { .. }),
+            "per principal"
+        );
+        let post = http::Method::POST;
+        assert!(
+            matches!(l.check(&post, "/v1/vms/{id}/exec", "a"), Verdict::Exempt),
+            "0 disables"
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! Network namespaces for in-process managers. Every test manager runs in a namespace of its own, so
+//! its bridge `rds-br0`, TAPs, nftables tables, `ip_forward` and DNS forwarder never touch the host's
+//! network and managers of parallel tests cannot see each other.
+//!
+//! The manager's code acts on the namespace of the thread it runs on (netlink, `/dev/net/tun`, `nft`,
+//! and the VMM processes it spawns all inherit it), so a [`Hosted`] manager gets a dedicated thread
+//! that enters the namespace and runs a multi-thread tokio runtime whose workers inherit it. Requests
+//! are executed on that runtime.
+
+use rds_manager::config::Settings;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A named network namespace (`ip netns add`), deleted on drop. Processes still inside keep it alive.
+pub struct Ns {
+    pub name: String,
+}
+
+impl Ns {
+    pub fn new(role: &str) -> Ns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("rdsm{}-{n}-{role}", std::process::id());
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Ns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> <args>`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        sh(&full);
+    }
+
+    /// Stdout of a command run inside the namespace (which must succeed).
+    pub fn output(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        let out = Command::new(full[0]).args(&full[1..]).output().unwrap();
+        assert!(out.status.success(), "{full:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `f` on a new thread inside the namespace.
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            enter(&name);
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Moves the calling thread into namespace `name`.
+pub fn enter(name: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
+    // SAFETY: plain syscall on an open namespace descriptor; affects only this thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
+}
+
+/// Gives the calling thread a private mount namespace in which `resolv` is bind-mounted over
+/// `/etc/resolv.conf` (the DNS forwarder's upstreams). Nothing propagates back to the host.
+fn private_resolv_conf(resolv: &std::path::Path) {
+    use std::ffi::CString;
+    // SAFETY: plain syscalls with valid NUL-terminated strings; they affect only this thread's
+    // namespaces (unshare(CLONE_NEWNS) implies CLONE_FS for the calling thread).
+    unsafe {
+        assert_eq!(
+            libc::unshare(libc::CLONE_NEWNS),
+            0,
+            "unshare: {}",
+            std::io::Error::last_os_error()
+        );
+        let root = CString::new("/").unwrap();
+        let rc = libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        );
+        assert_eq!(rc, 0, "make / private: {}", std::io::Error::last_os_error());
+        let src = CString::new(resolv.as_os_str().as_encoded_bytes()).unwrap();
+        let dst = CString::new("/etc/resolv.conf").unwrap();
+        let rc = libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        );
+        assert_eq!(
+            rc,
+            0,
+            "bind resolv.conf: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// A manager built and running on its own runtime inside a namespace. Dropping it stops the
+/// runtime (like a killed manager: VMM processes, in their own sessions, keep running).
+pub struct Hosted {
+    pub app: rds_manager::App,
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hosted {
+    /// Builds the manager (`rds_manager::build`, reconciliation included) inside `ns`; with
+    /// `resolv`, the manager sees that file as `/etc/resolv.conf`.
+    pub async fn start(
+        ns: &str,
+        settings: Settings,
+        resolv: Option<std::path::PathBuf>,
+    ) -> Result<Hosted, String> {
+        type Ready = Result<
+            (
+                rds_manager::App,
+                tokio::runtime::Handle,
+                tokio::sync::oneshot::Sender<()>,
+            ),
+            String,
+        >;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Ready>();
+        let name = ns.to_string();
+        let thread = std::thread::Builder::new()
+            .name("manager".into())
+            .spawn(move || {
+                enter(&name);
+                if let Some(r) = &resolv {
+                    private_resolv_conf(r);
+                }
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("manager runtime");
+                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                match rt.block_on(rds_manager::build(&settings)) {
+                    Ok(app) => {
+                        let _ = ready_tx.send(Ok((app, rt.handle().clone(), stop_tx)));
+                    }
+                    Err(errs) => {
+                        let text = errs
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        let _ = ready_tx.send(Err(text));
+                        return;
+                    }
+                }
+                let _ = rt.block_on(stop_rx);
+                rt.shutdown_timeout(Duration::from_secs(2));
+            })
+            .expect("manager thread");
+        let (app, handle, stop) = ready_rx
+            .await
+            .map_err(|_| "manager thread died".to_string())??;
+        Ok(Hosted {
+            app,
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `f` on the manager's runtime (inside its namespace) and returns its output.
+    pub async fn run<F>(&self, f: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle
+            .spawn(f)
+            .await
+            .expect("task on the manager runtime")
+    }
+}
+
+impl Drop for Hosted {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

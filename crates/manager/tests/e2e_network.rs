@@ -1,0 +1,415 @@
+//! Host networking with real QEMU guests (`vm-lifecycle.md` §6): the egress policy seen from inside a
+//! guest, through the manager's bridge, TAPs, nftables rules and DNS forwarder.
+//!
+//! Namespaces only: the manager runs in a namespace of its own (see `common/netns.rs`); a second one
+//! plays "the internet" on a veth (`upl0` 198.18.0.1 ⇄ 198.18.0.10, .11, .53 and 169.254.169.254) with
+//! an HTTP server on every address (answers `from=<peer> to=<local>`) and a DNS server on .53 answering
+//! `example.test. A 198.18.0.10`. The manager's forwarder relays to it (the manager sees a private
+//! `/etc/resolv.conf`). No packet can leave the two namespaces. At most two guests run at once.
+
+mod common;
+
+use common::netns::Ns;
+use common::{Opts, TestManager};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, Record, RecordType};
+use http::{Method, StatusCode};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const INET_A: &str = "198.18.0.10";
+const INET_B: &str = "198.18.0.11";
+const INET_DNS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 53);
+const METADATA: &str = "169.254.169.254";
+const TEST_NAME: &str = "example.test.";
+
+fn prerequisites(test: &str) -> Option<(rds_testkit::GuestImage, String)> {
+    match rds_testkit::e2e_prerequisites() {
+        Ok(p) => Some(p),
+        Err(reason) => {
+            rds_testkit::skip(test, &reason);
+            None
+        }
+    }
+}
+
+/// The "internet" namespace, joined to the manager's namespace by a veth; servers stop on drop.
+struct Internet {
+    _ns: Ns,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Internet {
+    fn new(host: &Ns) -> Internet {
+        let ns = Ns::new("inet");
+        host.ip(&[
+            "link", "add", "upl0", "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ]);
+        host.ip(&["addr", "add", "198.18.0.1/24", "dev", "upl0"]);
+        host.ip(&["link", "set", "upl0", "up"]);
+        // Without the product's rule, guests could reach the metadata address through here.
+        host.ip(&["route", "add", "169.254.169.254/32", "dev", "upl0"]);
+        for a in [
+            "198.18.0.10/24",
+            "198.18.0.11/24",
+            "198.18.0.53/24",
+            "169.254.169.254/32",
+        ] {
+            ns.ip(&["addr", "add", a, "dev", "eth0"]);
+        }
+        ns.ip(&["link", "set", "eth0", "up"]);
+        ns.ip(&["route", "add", "default", "via", "198.18.0.1"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let http = ns.run(|| TcpListener::bind("0.0.0.0:80").unwrap());
+        threads.push(serve_tcp(http, stop.clone(), |mut s| {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let body = format!(
+                "from={} to={}",
+                s.peer_addr().unwrap().ip(),
+                s.local_addr().unwrap().ip()
+            );
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }));
+        let dns_tcp = ns.run(|| TcpListener::bind((INET_DNS, 53)).unwrap());
+        threads.push(serve_tcp(dns_tcp, stop.clone(), |mut s| {
+            let mut len = [0u8; 2];
+            if s.read_exact(&mut len).is_err() {
+                return;
+            }
+            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+            if s.read_exact(&mut buf).is_err() {
+                return;
+            }
+            if let Some(a) = dns_answer(&buf) {
+                let mut out = (a.len() as u16).to_be_bytes().to_vec();
+                out.extend_from_slice(&a);
+                let _ = s.write_all(&out);
+            }
+        }));
+        let udp = ns.run(|| UdpSocket::bind((INET_DNS, 53)).unwrap());
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let s = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((n, src)) = udp.recv_from(&mut buf) {
+                    if let Some(a) = dns_answer(&buf[..n]) {
+                        let _ = udp.send_to(&a, src);
+                    }
+                }
+            }
+        }));
+        Internet {
+            _ns: ns,
+            stop,
+            threads,
+        }
+    }
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `example.test. A 198.18.0.10`, AAAA empty, anything else NXDOMAIN.
+fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
+    let q = Message::from_vec(q).ok()?;
+    let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+    r.metadata.recursion_desired = q.metadata.recursion_desired;
+    r.metadata.recursion_available = true;
+    r.metadata.authoritative = true;
+    r.add_queries(q.queries.clone());
+    let query = q.queries.first()?;
+    if query.name().to_ascii() == TEST_NAME {
+        if query.query_type() == RecordType::A {
+            r.add_answer(Record::from_rdata(
+                query.name().clone(),
+                60,
+                RData::A(INET_A.parse::<Ipv4Addr>().unwrap().into()),
+            ));
+        }
+    } else {
+        r.metadata.response_code = ResponseCode::NXDomain;
+    }
+    r.to_vec().ok()
+}
+
+fn serve_tcp(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    handle: impl Fn(TcpStream) + Send + Sync + Copy + 'static,
+) -> JoinHandle<()> {
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    std::thread::spawn(move || handle(s));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    })
+}
+
+/// What a guest command saw.
+#[derive(Debug)]
+struct Probe {
+    code: i64,
+    stdout: String,
+    stderr: String,
+    ms: u128,
+}
+
+async fn sh(tm: &TestManager, id: &str, cmd: &str) -> Probe {
+    let t = Instant::now();
+    let r = tm.exec(id, json!({ "cmd": cmd, "timeoutMs": 20000 })).await;
+    assert_eq!(r.status, StatusCode::OK, "{cmd}: {}", r.json);
+    Probe {
+        code: r.json["exitCode"].as_i64().unwrap_or(-1),
+        stdout: r.json["stdout"].as_str().unwrap_or("").to_string(),
+        stderr: r.json["stderr"].as_str().unwrap_or("").to_string(),
+        ms: t.elapsed().as_millis(),
+    }
+}
+
+/// `curl -m 2` from inside the guest: exit 0 with the body, 28 on timeout (dropped), 7 when refused
+/// (reachable, nobody listening) or locally denied.
+async fn curl(tm: &TestManager, id: &str, url: &str) -> Probe {
+    let p = sh(tm, id, &format!("curl -sS -m 2 {url}")).await;
+    println!(
+        "  {id:.8} curl {url} → exit {} in {} ms {}",
+        p.code, p.ms, p.stdout
+    );
+    p
+}
+
+async fn resolve(tm: &TestManager, id: &str) -> Probe {
+    let p = sh(tm, id, "getent hosts example.test").await;
+    println!(
+        "  {id:.8} getent hosts example.test → exit {} in {} ms {}",
+        p.code,
+        p.ms,
+        p.stdout.trim()
+    );
+    p
+}
+
+fn assert_reaches(p: &Probe, to: &str, what: &str) {
+    assert_eq!(p.code, 0, "{what}: {p:?}");
+    assert_eq!(
+        p.stdout,
+        format!("from=198.18.0.1 to={to}"),
+        "{what} (masqueraded to the uplink address)"
+    );
+}
+
+fn assert_blocked(p: &Probe, what: &str) {
+    assert_eq!(p.code, 28, "{what}: expected a timeout (dropped): {p:?}");
+}
+
+async fn create(tm: &TestManager, outbound: bool, allow: &[&str]) -> (String, String) {
+    let t = Instant::now();
+    let r = tm
+        .call(
+            Method::POST,
+            "/v1/vms",
+            Some(json!({"cpu": 1, "memMb": 512, "outboundInternet": outbound, "allowIps": allow})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let ip = r.json["guestIp"].as_str().unwrap().to_string();
+    println!(
+        "created {id:.8} ({ip}) outbound={outbound} allowIps={allow:?} in {:?}",
+        t.elapsed()
+    );
+    (id, ip)
+}
+
+async fn destroy(tm: &TestManager, id: &str, ip: &str, tap: &str) {
+    let r = tm
+        .call(Method::DELETE, &format!("/v1/vms/{id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
+    let rules = tm.ns.output(&["nft", "list", "ruleset"]);
+    assert!(
+        !mentions(&rules, ip) && !rules.contains(&format!("\"{tap}\"")),
+        "rules of {ip} left after destroy:\n{rules}"
+    );
+    let links = tm.ns.output(&["ip", "-o", "link", "show"]);
+    assert!(
+        !links.contains(&format!("{tap}:")),
+        "{tap} left after destroy:\n{links}"
+    );
+}
+
+/// Whether `text` names address `ip` (not merely a longer one starting with it).
+fn mentions(text: &str, ip: &str) -> bool {
+    text.match_indices(ip).any(|(i, _)| {
+        !text[i + ip.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// Tests of this file run one at a time (each boots two guests).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn manager(
+    image: &rds_testkit::GuestImage,
+    vhost: &str,
+    extra: &[(&str, &str)],
+) -> (TestManager, Internet) {
+    let tm = TestManager::start_with(
+        Some(image),
+        vhost,
+        extra,
+        Opts {
+            resolv_conf: Some(format!("nameserver {INET_DNS}\n")),
+        },
+    )
+    .await;
+    let inet = Internet::new(&tm.ns);
+    (tm, inet)
+}
+
+/// The host rules alone (`GUEST_FIREWALL=false`) enforce the whole policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_rules_alone_enforce_the_policy() {
+    let Some((image, vhost)) = prerequisites("host_rules_alone_enforce_the_policy") else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let (tm, _inet) = manager(&image, &vhost, &[("GUEST_FIREWALL", "false")]).await;
+    let (a, ip_a) = create(&tm, false, &[]).await;
+    let (b, ip_b) = create(&tm, true, &["198.18.0.10/32"]).await;
+    println!(
+        "nft list ruleset with two VMs:\n{}",
+        tm.ns.output(&["nft", "list", "ruleset"])
+    );
+
+    // outboundInternet=false reaches nothing: internet, DNS, the gateway's services.
+    assert_blocked(
+        &curl(&tm, &a, &format!("http://{INET_A}/")).await,
+        "A → .10",
+    );
+    assert_ne!(resolve(&tm, &a).await.code, 0, "A resolves nothing");
+    assert_blocked(&curl(&tm, &a, "http://172.16.0.1:1/").await, "A → gateway");
+
+    // true + ["198.18.0.10/32"]: .10 only; DNS through the gateway's forwarder.
+    assert_reaches(
+        &curl(&tm, &b, &format!("http://{INET_A}/")).await,
+        INET_A,
+        "B → .10",
+    );
+    assert_blocked(
+        &curl(&tm, &b, &format!("http://{INET_B}/")).await,
+        "B → .11",
+    );
+    let d = resolve(&tm, &b).await;
+    assert_eq!(d.code, 0, "B resolves through the forwarder: {d:?}");
+    assert!(d.stdout.starts_with(INET_A), "{d:?}");
+
+    // VMs never reach each other (a port nobody listens on would answer RST if reachable).
+    assert_blocked(&curl(&tm, &a, &format!("http://{ip_b}:1/")).await, "A → B");
+    assert_blocked(&curl(&tm, &b, &format!("http://{ip_a}:1/")).await, "B → A");
+
+    destroy(&tm, &a, &ip_a, "rds-tap2").await;
+
+    // ["0.0.0.0/0"]: every outside address, but never the metadata address nor another VM.
+    let (c, ip_c) = create(&tm, true, &["0.0.0.0/0"]).await;
+    assert_eq!(ip_c, ip_a, "lowest free address again");
+    assert_reaches(
+        &curl(&tm, &c, &format!("http://{INET_A}/")).await,
+        INET_A,
+        "C → .10",
+    );
+    assert_reaches(
+        &curl(&tm, &c, &format!("http://{INET_B}/")).await,
+        INET_B,
+        "C → .11",
+    );
+    assert_blocked(
+        &curl(&tm, &c, &format!("http://{METADATA}/")).await,
+        "C → metadata",
+    );
+    assert_blocked(&curl(&tm, &c, &format!("http://{ip_b}:1/")).await, "C → B");
+
+    // run-ts gets network access exactly when the policy allows egress.
+    let r = tm
+        .call(
+            Method::POST,
+            &format!("/v1/vms/{c}/run-ts"),
+            Some(json!({"code": format!("const r = await fetch('http://{INET_A}/'); console.log(await r.text());"), "timeoutMs": 60000})),
+        )
+        .await;
+    println!("  run-ts fetch → {} {}", r.status, r.json);
+    if r.status == StatusCode::OK {
+        assert!(
+            r.json["stdout"]
+                .as_str()
+                .unwrap_or("")
+                .contains("to=198.18.0.10"),
+            "{}",
+            r.json
+        );
+    }
+
+    destroy(&tm, &b, &ip_b, "rds-tap3").await;
+    destroy(&tm, &c, &ip_c, "rds-tap2").await;
+    let links = tm.ns.output(&["ip", "-o", "link", "show"]);
+    assert!(!links.contains("rds-tap"), "{links}");
+}
+
+/// With the guest half on (the default) the same policy holds, and the guest's own rules answer
+/// first: a denied connection fails inside the guest instead of timing out on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_firewall_matches_the_host_policy() {
+    let Some((image, vhost)) = prerequisites("guest_firewall_matches_the_host_policy") else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let (tm, _inet) = manager(&image, &vhost, &[]).await;
+    let (d, ip_d) = create(&tm, true, &["198.18.0.10/32"]).await;
+    let (e, ip_e) = create(&tm, false, &[]).await;
+    assert_reaches(
+        &curl(&tm, &d, &format!("http://{INET_A}/")).await,
+        INET_A,
+        "D → .10",
+    );
+    let p = curl(&tm, &d, &format!("http://{INET_B}/")).await;
+    assert_ne!(p.code, 0, "D → .11: {p:?}");
+    assert_eq!(resolve(&tm, &d).await.code, 0, "D resolves");
+    let p = curl(&tm, &e, &format!("http://{INET_A}/")).await;
+    assert_ne!(p.code, 0, "E → .10: {p:?}");
+    assert!(
+        p.stderr.contains("not permitted") && p.ms < 2000,
+        "the guest's output chain drops it (EPERM), not the host: {p:?}"
+    );
+    assert_ne!(resolve(&tm, &e).await.code, 0, "E resolves nothing");
+    destroy(&tm, &d, &ip_d, "rds-tap2").await;
+    destroy(&tm, &e, &ip_e, "rds-tap3").await;
+}
