@@ -5,7 +5,7 @@ use crate::api::{self, AppState, BackendInfo};
 use crate::config::{ConfigError, Settings};
 use crate::db::Db;
 use crate::lifecycle::{LifecycleSettings, Network, NetworkSettings, VmService};
-use crate::storage::{CloneMode, Storage};
+use crate::storage::{can_reflink, CloneMode, Storage};
 use rds_vmm::select::{AccelChoice, BackendChoice, Requested};
 use std::future::Future;
 use std::io::Read;
@@ -73,6 +73,13 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
             None
         }
     };
+    if settings.disks.clone_mode == "reflink" && !can_reflink(&settings.storage_root).unwrap_or(false) {
+        errors.push(cfg_err(
+            "ROOTFS_CLONE_MODE",
+            format!("reflink requested but {} cannot reflink (FICLONE refused)", settings.storage_root.display()),
+            None,
+        ));
+    }
     if !errors.is_empty() {
         return Err(errors);
     }

@@ -7,7 +7,7 @@
 
 mod clone;
 
-pub use clone::{clone_file, CloneMode};
+pub use clone::{can_reflink, clone_file, CloneMode};
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
