@@ -24,6 +24,16 @@ id postgres >/dev/null 2>&1 || die "no postgres user (the postgresql package cre
 as_pg() { runuser -u postgres -- "$@"; }
 psql_admin() { "$bindir/psql" -h "$SOCK" -U postgres -d postgres -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
+# The server must not inherit this script's descriptors beyond 0-2 (pg_ctl redirects those): a
+# daemon holding the lock below, or a CI log pipe, would block the next run or hang the CI step.
+start_server() (
+  for fd in $(ls "/proc/$BASHPID/fd"); do
+    ((fd > 2)) && eval "exec $fd>&-"
+  done 2>/dev/null
+  exec runuser -u postgres -- "$bindir/pg_ctl" -D "$DATA" -l "$PG/server.log" -w -t 60 start \
+    </dev/null >/dev/null
+)
+
 mkdir -p "$PG"
 exec 9>"$PG/.lock"
 flock 9 # concurrent runs wait for the first to finish starting the server
@@ -54,8 +64,7 @@ EOF
     [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == postgres ]] || rm -f "$DATA/postmaster.pid"
   fi
   log "starting the server ($("$bindir/postgres" --version))"
-  as_pg "$bindir/pg_ctl" -D "$DATA" -l "$PG/server.log" -w -t 60 start >/dev/null ||
-    { tail -n 20 "$PG/server.log" >&2; die "server did not start (log: $PG/server.log)"; }
+  start_server || { tail -n 20 "$PG/server.log" >&2; die "server did not start (log: $PG/server.log)"; }
 fi
 
 if [[ $(psql_admin -c "SELECT count(*) FROM pg_roles WHERE rolname = '$ROLE'") == 0 ]]; then

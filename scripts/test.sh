@@ -16,3 +16,5 @@ echo "[test] cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "[test] cargo test (image: $image)" >&2
 RDS_TEST_IMAGE_DIR="$image" VHOST_VSOCK_BIN="$vhost" cargo test --workspace -- --nocapture
+echo "[test] schemathesis against a manager with the real image (no 5xx allowed)" >&2
+scripts/schemathesis.sh "$image" "$vhost"

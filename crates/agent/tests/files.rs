@@ -82,7 +82,10 @@ fn listing(body: &[u8]) -> BTreeMap<String, (char, String, u32)> {
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().unwrap();
         let value = if kind.is_symlink() {
-            ('l', entry.link_name().unwrap().unwrap().display().to_string())
+            (
+                'l',
+                entry.link_name().unwrap().unwrap().display().to_string(),
+            )
         } else if kind.is_dir() {
             ('d', String::new())
         } else {
@@ -113,8 +116,11 @@ fn upload_then_download_round_trips() {
     std::fs::write(src.join("big.bin"), &big).unwrap();
     std::fs::write(src.join("nested/deeper/deepest/small.txt"), &small).unwrap();
     std::fs::write(src.join("nested/run.sh"), &script).unwrap();
-    std::fs::set_permissions(src.join("nested/run.sh"), std::fs::Permissions::from_mode(0o4755))
-        .unwrap();
+    std::fs::set_permissions(
+        src.join("nested/run.sh"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
     let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
     b.append_dir_all(".", &src).unwrap();
     let body = b.into_inner().unwrap().finish().unwrap();
@@ -136,8 +142,14 @@ fn upload_then_download_round_trips() {
         assert_eq!((meta.uid(), meta.gid()), (1000, 1000), "{p}");
         assert_eq!(meta.mode() & 0o7777, mode, "{p}");
     }
-    assert_eq!(std::fs::metadata(agent.workspace.join("up")).unwrap().uid(), 1000);
-    assert_eq!(sha(&std::fs::read(dest.join("big.bin")).unwrap()), sha(&big));
+    assert_eq!(
+        std::fs::metadata(agent.workspace.join("up")).unwrap().uid(),
+        1000
+    );
+    assert_eq!(
+        sha(&std::fs::read(dest.join("big.bin")).unwrap()),
+        sha(&big)
+    );
 
     // A second upload merges.
     let more = targz(&[("extra.txt", b'0', b"more")]);
@@ -158,15 +170,26 @@ fn upload_then_download_round_trips() {
     assert_eq!(got["./nested/deeper/deepest/small.txt"].1, sha(&small));
     assert_eq!(got["./nested/run.sh"], ('f', sha(&script), 0o755));
     assert_eq!(got["./link"], ('l', "nested/run.sh".to_string(), 0o777));
-    assert!(!got.contains_key("./secret"), "unreadable by uid 1000: skipped");
+    assert!(
+        !got.contains_key("./secret"),
+        "unreadable by uid 1000: skipped"
+    );
 
     // A file downloads as its basename.
-    let r = agent.request("GET", "/files/download?path=/workspace/up/a/big.bin", &[], b"");
+    let r = agent.request(
+        "GET",
+        "/files/download?path=/workspace/up/a/big.bin",
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 200);
     let got = listing(&r.body);
     assert_eq!(got.keys().collect::<Vec<_>>(), ["big.bin"]);
     assert_eq!(got["big.bin"].1, sha(&big));
-    assert!(r.header("content-disposition").unwrap().contains("big.bin.tar.gz"));
+    assert!(r
+        .header("content-disposition")
+        .unwrap()
+        .contains("big.bin.tar.gz"));
 
     // Over the manager's budget: 413 before any byte of archive.
     let r = agent.request(
@@ -175,7 +198,10 @@ fn upload_then_download_round_trips() {
         &[("X-RDS-Max-Response-Bytes", "1048576")],
         b"",
     );
-    assert_eq!((r.status, r.message().as_str()), (413, "Download too large"));
+    assert_eq!(
+        (r.status, r.message().as_str()),
+        (413, "Download too large")
+    );
 }
 
 #[test]
@@ -213,7 +239,8 @@ fn bad_archives_are_refused_and_leave_nothing() {
             let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
             let mut h = tar::Header::new_gnu();
             h.set_size(1);
-            b.append_data(&mut h, format!("{long}{long}{long}x"), &b"z"[..]).unwrap();
+            b.append_data(&mut h, format!("{long}{long}{long}x"), &b"z"[..])
+                .unwrap();
             b.into_inner().unwrap().finish().unwrap()
         }),
     ];
@@ -222,7 +249,10 @@ fn bad_archives_are_refused_and_leave_nothing() {
         assert_eq!(r.status, 400, "{what}: {}", r.text());
         assert_eq!(r.message(), "Invalid upload dest or archive", "{what}");
         assert!(r.json()["detail"].is_string(), "{what}");
-        assert!(!agent.workspace.join("target").exists(), "{what}: nothing written");
+        assert!(
+            !agent.workspace.join("target").exists(),
+            "{what}: nothing written"
+        );
         assert_eq!(leftovers(&agent.run_dir()), 0, "{what}: spool removed");
     }
     assert_eq!(leftovers(&agent.workspace), 0);
@@ -258,13 +288,21 @@ fn bad_archives_are_refused_and_leave_nothing() {
     let r = upload(&agent, ".", &targz(&[("link/x", b'0', b"x")]));
     assert_eq!(r.status, 400, "{}", r.text());
     let r = upload(&agent, "link", &ok);
-    assert_eq!(r.status, 400, "dest through an escaping symlink: {}", r.text());
+    assert_eq!(
+        r.status,
+        400,
+        "dest through an escaping symlink: {}",
+        r.text()
+    );
     assert_eq!(leftovers(&outside), 0);
     // A file the user cannot write is not overwritten.
     std::fs::write(agent.workspace.join("rootfile"), b"keep").unwrap();
     let r = upload(&agent, ".", &targz(&[("rootfile", b'0', b"new")]));
     assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(std::fs::read(agent.workspace.join("rootfile")).unwrap(), b"keep");
+    assert_eq!(
+        std::fs::read(agent.workspace.join("rootfile")).unwrap(),
+        b"keep"
+    );
 }
 
 #[test]
@@ -288,7 +326,12 @@ fn download_errors() {
         assert_eq!(r.message(), "Invalid download path", "{path}");
         assert_eq!(r.json()["detail"], detail, "{path}");
     }
-    assert_eq!(agent.request("POST", "/files/download?path=.", &[], b"").status, 405);
+    assert_eq!(
+        agent
+            .request("POST", "/files/download?path=.", &[], b"")
+            .status,
+        405
+    );
     // The whole workspace downloads; the escaping symlink is stored as a symlink, not followed.
     let r = get("?path=/workspace");
     assert_eq!(r.status, 200);
@@ -302,10 +345,22 @@ fn replace_tree_swaps_whole_trees() {
     require_root!();
     let agent = Agent::start("files-replace");
     let post = |q: &str, body: &[u8]| {
-        agent.request("POST", &format!("/internal/files/replace-tree?{q}"), &[], body)
+        agent.request(
+            "POST",
+            &format!("/internal/files/replace-tree?{q}"),
+            &[],
+            body,
+        )
     };
-    let first = targz(&[("a/", b'5', b""), ("a/one", b'0', b"1"), ("top", b'0', b"t")]);
-    let r = post("dest=%2Fworkspace%2Fpeers&ownership=root&readOnly=true", &first);
+    let first = targz(&[
+        ("a/", b'5', b""),
+        ("a/one", b'0', b"1"),
+        ("top", b'0', b"t"),
+    ]);
+    let r = post(
+        "dest=%2Fworkspace%2Fpeers&ownership=root&readOnly=true",
+        &first,
+    );
     assert_eq!(r.status, 204, "{}", r.text());
     let peers = agent.workspace.join("peers");
     for (p, mode) in [("", 0o555), ("a", 0o555), ("a/one", 0o444), ("top", 0o444)] {
@@ -313,7 +368,10 @@ fn replace_tree_swaps_whole_trees() {
         assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, mode), "{p}");
     }
     let second = targz(&[("b", b'0', b"2")]);
-    let r = post("dest=/workspace/peers&ownership=user&readOnly=false", &second);
+    let r = post(
+        "dest=/workspace/peers&ownership=user&readOnly=false",
+        &second,
+    );
     assert_eq!(r.status, 204, "{}", r.text());
     let names: Vec<_> = std::fs::read_dir(&peers)
         .unwrap()
@@ -338,5 +396,8 @@ fn replace_tree_swaps_whole_trees() {
     }
     let r = post("dest=/workspace/.rds", &targz(&[("../x", b'0', b"")]));
     assert_eq!(r.status, 400);
-    assert!(agent.workspace.join(".rds/top").exists(), "a refused archive changes nothing");
+    assert!(
+        agent.workspace.join(".rds/top").exists(),
+        "a refused archive changes nothing"
+    );
 }

@@ -12,7 +12,11 @@ use serde_json::{json, Value};
 
 fn post(agent: &Agent, path: &str, body: Value) -> (u16, String) {
     let r = agent.request("POST", path, &[], body.to_string().as_bytes());
-    let message = if r.body.is_empty() { String::new() } else { r.message() };
+    let message = if r.body.is_empty() {
+        String::new()
+    } else {
+        r.message()
+    };
     (r.status, message)
 }
 
@@ -39,7 +43,10 @@ fn invalid_requests_are_400_and_touch_nothing() {
     fw["allowIps"] = json!(["example.com"]);
     assert_eq!(
         post(&agent, "/firewall/allowlist", fw),
-        (400, "allowIps entry 'example.com' is not an IP address or CIDR".into())
+        (
+            400,
+            "allowIps entry 'example.com' is not an IP address or CIDR".into()
+        )
     );
     let mut fw = firewall_body();
     fw["allowIps"] = json!(["1.2.3.4/33"]);
@@ -48,16 +55,29 @@ fn invalid_requests_are_400_and_touch_nothing() {
     fw.as_object_mut().unwrap().remove("managerPort");
     assert_eq!(
         post(&agent, "/firewall/allowlist", fw),
-        (400, "managerPort is required when allowManagerGateway is true".into())
+        (
+            400,
+            "managerPort is required when allowManagerGateway is true".into()
+        )
     );
     let mut net = net_body();
     net["gateway"] = json!("10.9.1.1");
-    assert_eq!(post(&agent, "/net/config", net), (400, "gateway must be inside ip/cidr".into()));
+    assert_eq!(
+        post(&agent, "/net/config", net),
+        (400, "gateway must be inside ip/cidr".into())
+    );
     let mut net = net_body();
     net["hostname"] = json!("bad_name");
     assert!(post(&agent, "/net/config", net).1.starts_with("hostname"));
-    for body in [json!({}), json!({"unixTimeMs": 0}), json!({"unixTimeMs": "1"})] {
-        assert_eq!(post(&agent, "/time/sync", body), (400, "unixTimeMs is required".into()));
+    for body in [
+        json!({}),
+        json!({"unixTimeMs": 0}),
+        json!({"unixTimeMs": "1"}),
+    ] {
+        assert_eq!(
+            post(&agent, "/time/sync", body),
+            (400, "unixTimeMs is required".into())
+        );
     }
     for body in [json!({}), json!({"seed": "AAAA"}), json!({"seed": "***"})] {
         assert_eq!(
@@ -79,7 +99,10 @@ fn dns_only_writes_the_resolver() {
     net.as_object_mut().unwrap().remove("hostname");
     assert_eq!(post(&agent, "/net/config", net).0, 204);
     let resolv = agent.etc().join("resolv.conf");
-    assert!(std::fs::symlink_metadata(&resolv).unwrap().file_type().is_file());
+    assert!(std::fs::symlink_metadata(&resolv)
+        .unwrap()
+        .file_type()
+        .is_file());
     assert_eq!(
         std::fs::read_to_string(resolv).unwrap(),
         "nameserver 10.9.0.53\noptions timeout:1 attempts:2\n"
@@ -92,7 +115,11 @@ fn in_netns(pid: u32, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -105,14 +132,21 @@ fn firewall_and_network_in_a_private_namespace() {
     }
     let probe = Command::new("unshare").args(["-n", "-u", "true"]).status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("SKIP firewall_and_network_in_a_private_namespace: cannot create namespaces here");
+        eprintln!(
+            "SKIP firewall_and_network_in_a_private_namespace: cannot create namespaces here"
+        );
         return;
     }
     let agent = Agent::start_in("system-netns", &["unshare", "-n", "-u", "--"]);
     let pid = agent.pid();
 
     let (status, message) = post(&agent, "/firewall/allowlist", firewall_body());
-    if status == 500 && !Command::new("nft").arg("--version").status().is_ok_and(|s| s.success()) {
+    if status == 500
+        && !Command::new("nft")
+            .arg("--version")
+            .status()
+            .is_ok_and(|s| s.success())
+    {
         eprintln!("SKIP firewall part: nft is not installed ({message})");
     } else {
         assert_eq!(status, 204, "{message}");
@@ -133,25 +167,42 @@ fn firewall_and_network_in_a_private_namespace() {
         closed["outboundInternet"] = json!(false);
         assert_eq!(post(&agent, "/firewall/allowlist", closed).0, 204);
         let table = in_netns(pid, &["nft", "list", "table", "inet", "rds_guest"]);
-        assert!(!table.contains("1.2.3.4") && !table.contains("dport 53"), "{table}");
+        assert!(
+            !table.contains("1.2.3.4") && !table.contains("dport 53"),
+            "{table}"
+        );
         assert_eq!(table.matches("chain output").count(), 1);
     }
 
     // No eth0 yet: netlink failure is a 500 naming the step.
     let (status, message) = post(&agent, "/net/config", net_body());
     assert_eq!(status, 500);
-    assert!(message.starts_with("Network configuration failed: find eth0"), "{message}");
+    assert!(
+        message.starts_with("Network configuration failed: find eth0"),
+        "{message}"
+    );
 
-    in_netns(pid, &["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+    in_netns(
+        pid,
+        &[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ],
+    );
     in_netns(pid, &["ip", "link", "set", "peer0", "up"]);
     in_netns(pid, &["ip", "addr", "add", "192.168.5.5/24", "dev", "eth0"]);
     let (status, message) = post(&agent, "/net/config", net_body());
     assert_eq!(status, 204, "{message}");
     let addrs = in_netns(pid, &["ip", "-4", "addr", "show", "dev", "eth0"]);
     assert!(addrs.contains("inet 10.9.0.2/24"), "{addrs}");
-    assert!(!addrs.contains("192.168.5.5"), "old addresses flushed: {addrs}");
+    assert!(
+        !addrs.contains("192.168.5.5"),
+        "old addresses flushed: {addrs}"
+    );
     let link = in_netns(pid, &["ip", "link", "show", "dev", "eth0"]);
-    assert!(link.contains("02:00:0a:09:00:02") && link.contains(",UP"), "{link}");
+    assert!(
+        link.contains("02:00:0a:09:00:02") && link.contains(",UP"),
+        "{link}"
+    );
     let routes = in_netns(pid, &["ip", "route", "show", "default"]);
     assert!(routes.contains("default via 10.9.0.1 dev eth0"), "{routes}");
     assert_eq!(in_netns(pid, &["hostname"]).trim(), "vm-test");
@@ -172,16 +223,9 @@ fn entropy_reseed_writes_a_new_machine_id() {
         return;
     }
     let agent = Agent::start("system-entropy");
-    let seed = std::fs::read("/dev/urandom")
-        .ok()
-        .map(|_| ())
-        .map(|()| {
-            let mut buf = [0u8; 64];
-            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut buf)
-                .unwrap();
-            buf
-        })
-        .unwrap_or([7u8; 64]);
+    let mut seed = [0u8; 64];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut seed)
+        .unwrap();
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(seed);
     let (status, message) = post(&agent, "/entropy/reseed", json!({"seed": b64}));
@@ -193,7 +237,10 @@ fn entropy_reseed_writes_a_new_machine_id() {
     let id = std::fs::read_to_string(agent.etc().join("machine-id")).unwrap();
     assert_eq!(id.len(), 33);
     assert_eq!(post(&agent, "/entropy/reseed", json!({"seed": b64})).0, 204);
-    assert_ne!(std::fs::read_to_string(agent.etc().join("machine-id")).unwrap(), id);
+    assert_ne!(
+        std::fs::read_to_string(agent.etc().join("machine-id")).unwrap(),
+        id
+    );
 }
 
 #[test]
@@ -207,5 +254,8 @@ fn time_sync_sets_the_clock_only_when_asked() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    assert_eq!(post(&agent, "/time/sync", json!({"unixTimeMs": now})).0, 204);
+    assert_eq!(
+        post(&agent, "/time/sync", json!({"unixTimeMs": now})).0,
+        204
+    );
 }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::cmd::run;
 use crate::initramfs::INIT_SCRIPT;
 
-pub const RECIPE_VERSION: &str = "3";
+pub const RECIPE_VERSION: &str = "4";
 /// Bump when the debootstrap step or its cleanup changes (re-runs debootstrap).
 pub const BASE_RECIPE_VERSION: &str = "1";
 pub const SUITE: &str = "bookworm";
@@ -25,6 +25,8 @@ pub const INCLUDE: &[&str] = &[
     "git",
     "iproute2",
     "nftables",
+    // modprobe: the kernel autoloads nf_tables and its families through it when the agent applies rules.
+    "kmod",
     "curl",
     "procps",
     "findutils",

@@ -73,10 +73,15 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
             None
         }
     };
-    if settings.disks.clone_mode == "reflink" && !can_reflink(&settings.storage_root).unwrap_or(false) {
+    if settings.disks.clone_mode == "reflink"
+        && !can_reflink(&settings.storage_root).unwrap_or(false)
+    {
         errors.push(cfg_err(
             "ROOTFS_CLONE_MODE",
-            format!("reflink requested but {} cannot reflink (FICLONE refused)", settings.storage_root.display()),
+            format!(
+                "reflink requested but {} cannot reflink (FICLONE refused)",
+                settings.storage_root.display()
+            ),
             None,
         ));
     }

@@ -64,7 +64,8 @@ async fn restart_readopts_running_vms_and_cleans_up() {
         vm(&tm, &b).await["guestIp"].as_str().unwrap().to_string(),
     );
     exec_ok(&tm, &a, "echo a > /workspace/marker").await;
-    exec_ok(&tm, &b, "echo b > /workspace/marker").await;
+    // Synced: the VMM of b is SIGKILLed later, which loses the guest page cache.
+    exec_ok(&tm, &b, "echo b > /workspace/marker && sync").await;
     let qemu_a = qemu_pid(&a);
 
     // kill -9 of the manager: its runtime goes, the VMM processes stay.

@@ -17,7 +17,10 @@ async fn reflink_mode_on_a_filesystem_without_reflink_is_refused() {
         ("ROOTFS_CLONE_MODE", "reflink"),
         ("VHOST_VSOCK_BIN", vhost.as_str()),
         ("STORAGE_ROOT", &dir.path().join("s").display().to_string()),
-        ("SQLITE_PATH", &dir.path().join("m.db").display().to_string()),
+        (
+            "SQLITE_PATH",
+            &dir.path().join("m.db").display().to_string(),
+        ),
         ("KERNEL_PATH", "/nonexistent/vmlinux"),
         ("BASE_ROOTFS_PATH", "/nonexistent/rootfs.ext4"),
     ]
@@ -33,5 +36,8 @@ async fn reflink_mode_on_a_filesystem_without_reflink_is_refused() {
     for want in ["ROOTFS_CLONE_MODE", "KERNEL_PATH", "BASE_ROOTFS_PATH"] {
         assert!(names.contains(&want), "{want} not reported: {names:?}");
     }
-    assert!(!dir.path().join("m.db").exists(), "a refused startup touched the DB");
+    assert!(
+        !dir.path().join("m.db").exists(),
+        "a refused startup touched the DB"
+    );
 }

@@ -1,6 +1,10 @@
-//! Helpers shared by the project's tests: finding the guest image and helper binaries, skipping with a
-//! printed reason (or failing under `RDS_REQUIRE_E2E=1`), and deadline-bounded polling.
+//! Helpers shared by the project's tests: finding the guest image and helper binaries, a fresh Postgres
+//! database per test, skipping with a printed reason (or failing under `RDS_REQUIRE_E2E=1`), and
+//! deadline-bounded polling.
 
+mod postgres;
+
+pub use postgres::{TestPostgres, TEST_DATABASE_URL};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -132,7 +132,7 @@ pub fn extract<R: Read>(
         Ok(())
     })?;
     // Writing inside a directory changes its mtime, so the archive's are applied last (deepest first).
-    dir_times.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    dir_times.sort_by_key(|d| std::cmp::Reverse(d.0.len()));
     for (path, t) in dir_times {
         if let Ok(fd) = walk_dirs(dest, path.split(|b| *b == b'/'), modes.dir, owner) {
             set_mtime(&fd, t);

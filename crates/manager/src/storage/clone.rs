@@ -117,13 +117,23 @@ mod tests {
             let img = dir.path().join("xfs.img");
             let mnt = dir.path().join("mnt");
             std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
-            File::create(&img).and_then(|f| f.set_len(512 << 20)).map_err(|e| e.to_string())?;
+            File::create(&img)
+                .and_then(|f| f.set_len(512 << 20))
+                .map_err(|e| e.to_string())?;
             let run = |cmd: &mut std::process::Command| -> Result<(), String> {
                 let out = cmd.output().map_err(|e| e.to_string())?;
-                out.status.success().then_some(()).ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+                out.status
+                    .success()
+                    .then_some(())
+                    .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
             };
-            run(std::process::Command::new("mkfs.xfs").args(["-q", "-m", "reflink=1"]).arg(&img))?;
-            run(std::process::Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt))?;
+            run(std::process::Command::new("mkfs.xfs")
+                .args(["-q", "-m", "reflink=1"])
+                .arg(&img))?;
+            run(std::process::Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&img)
+                .arg(&mnt))?;
             Ok(XfsMount { dir })
         }
 
@@ -134,7 +144,9 @@ mod tests {
 
     impl Drop for XfsMount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.path()).status();
+            let _ = std::process::Command::new("umount")
+                .arg(self.path())
+                .status();
         }
     }
 
@@ -143,7 +155,9 @@ mod tests {
         let xfs = match XfsMount::new() {
             Ok(m) => m,
             Err(reason) => {
-                println!("SKIP reflink_on_xfs_and_clear_failure_elsewhere: no XFS loop mount: {reason}");
+                println!(
+                    "SKIP reflink_on_xfs_and_clear_failure_elsewhere: no XFS loop mount: {reason}"
+                );
                 return;
             }
         };
@@ -155,7 +169,11 @@ mod tests {
         clone_file(&src, &a, CloneMode::Reflink).unwrap();
         clone_file(&src, &b, CloneMode::Copy).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), data);
-        assert_eq!(std::fs::read(&b).unwrap(), data, "reflink and copy give identical disks");
+        assert_eq!(
+            std::fs::read(&b).unwrap(),
+            data,
+            "reflink and copy give identical disks"
+        );
         // Writes to the clone never reach the source.
         std::fs::write(&a, b"changed").unwrap();
         assert_eq!(std::fs::read(&src).unwrap(), data);
@@ -166,7 +184,10 @@ mod tests {
         std::fs::write(&s2, b"x").unwrap();
         assert!(!can_reflink(shm.path()).unwrap());
         assert!(clone_file(&s2, &shm.path().join("r"), CloneMode::Reflink).is_err());
-        assert!(!shm.path().join("r").exists(), "a failed clone leaves no file");
+        assert!(
+            !shm.path().join("r").exists(),
+            "a failed clone leaves no file"
+        );
         clone_file(&s2, &shm.path().join("auto"), CloneMode::Auto).unwrap();
     }
 

@@ -31,8 +31,8 @@ impl Drop for Spool {
 }
 
 #[utoipa::path(post, path = "/vms/{id}/files/upload", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id"), ("dest" = String, Query, description = "Directory under /workspace")),
-    request_body(content = Vec<u8>, content_type = "application/gzip", description = "tar.gz, at most 10 MiB"),
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)"), ("dest" = String, Query, description = "Directory under /workspace")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "tar.gz, at most 10 MiB (also accepted as application/gzip or application/x-gzip)"),
     responses((status = 204, description = "Extracted"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn upload(
     State(st): State<AppState>,
@@ -99,7 +99,7 @@ pub async fn upload(
 }
 
 #[utoipa::path(get, path = "/vms/{id}/files/download", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id"), ("path" = String, Query, description = "File or directory under /workspace")),
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)"), ("path" = String, Query, description = "File or directory under /workspace")),
     responses((status = 200, description = "tar.gz, streamed", content_type = "application/gzip", body = Vec<u8>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn download(
     State(st): State<AppState>,

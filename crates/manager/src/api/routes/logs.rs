@@ -28,7 +28,7 @@ fn clamped(
 }
 
 #[utoipa::path(get, path = "/vms/{id}/logs", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id"),
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)"),
            ("type" = Option<String>, Query, description = "vmm.log (default), console.log, vmm.stderr.log"),
            ("tail" = Option<u32>, Query, description = "1..1000, default 200")),
     responses((status = 200, body = LogTailView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -51,7 +51,7 @@ pub async fn vm_log(
 }
 
 #[utoipa::path(get, path = "/vms/{id}/exec-logs", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id"),
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)"),
            ("limit" = Option<u32>, Query, description = "1..200, default 50"),
            ("type" = Option<String>, Query, description = "all, exec, run-ts, run-js"),
            ("before" = Option<String>, Query, description = "Entry id: only older entries")),

@@ -14,7 +14,7 @@ use serde_json::Value;
 type Body1M = JsonObject<{ 1024 * KIB }>;
 
 #[utoipa::path(post, path = "/vms/{id}/exec", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id")), request_body = ExecBody,
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")), request_body = ExecBody,
     responses((status = 200, body = ExecResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn exec(
     State(st): State<AppState>,
@@ -32,14 +32,14 @@ pub async fn exec(
 }
 
 #[utoipa::path(post, path = "/vms/{id}/run-ts", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id")), request_body = RunBody,
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")), request_body = RunBody,
     responses((status = 200, body = RunResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn run_ts(st: State<AppState>, id: VmId, body: Body1M) -> Result<Response, ApiError> {
     run(st, id, body, Runtime::Deno).await
 }
 
 #[utoipa::path(post, path = "/vms/{id}/run-js", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id")), request_body = RunBody,
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")), request_body = RunBody,
     responses((status = 200, body = RunResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn run_js(st: State<AppState>, id: VmId, body: Body1M) -> Result<Response, ApiError> {
     run(st, id, body, Runtime::Node).await

@@ -17,7 +17,7 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<VmView>>, ApiEr
 }
 
 #[utoipa::path(get, path = "/vms/{id}", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id (UUID v4)")),
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")),
     responses((status = 200, body = VmView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(State(st): State<AppState>, VmId(id): VmId) -> Result<Json<VmView>, ApiError> {
     Ok(Json(VmView::from(&st.vms.get(&id).await?)))
@@ -51,7 +51,7 @@ pub async fn create(
 }
 
 #[utoipa::path(delete, path = "/vms/{id}", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id")),
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")),
     responses((status = 204, description = "Destroyed"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn destroy(State(st): State<AppState>, VmId(id): VmId) -> Result<StatusCode, ApiError> {
     st.vms.destroy(&id).await?;
@@ -59,7 +59,7 @@ pub async fn destroy(State(st): State<AppState>, VmId(id): VmId) -> Result<Statu
 }
 
 #[utoipa::path(post, path = "/vms/{id}/start", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id")),
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")),
     responses((status = 204, description = "RUNNING again"), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 500, body = ErrorBody), (status = 502, body = ErrorBody),
               (status = 504, body = ErrorBody)))]
@@ -75,7 +75,7 @@ pub async fn start(State(st): State<AppState>, VmId(id): VmId) -> Result<StatusC
 }
 
 #[utoipa::path(post, path = "/vms/{id}/stop", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = String, Path, description = "VM id")),
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")),
     responses((status = 204, description = "The VMM has exited; disk and logs kept"),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn stop(State(st): State<AppState>, VmId(id): VmId) -> Result<StatusCode, ApiError> {

@@ -1,0 +1,315 @@
+//! The database story: one test body, run on SQLite and on Postgres (style.md, after Atuin's
+//! `db_story.rs`). It goes through the `Db` API the manager uses: the built-in image, creates up to the
+//! quota, address allocation and its derived identities, state changes, tombstones, listing, and a
+//! restart (a second `Db` on the same database). The Postgres half needs `RDS_TEST_DATABASE_URL`
+//! (`scripts/test-postgres.sh`); without it it prints SKIP, or fails under `RDS_REQUIRE_E2E=1`.
+
+use rds_manager::config::{DbSettings, Subnet};
+use rds_manager::db::{CreateVmError, Db, NewVm};
+use rds_manager::model::{VmRecord, VmState};
+use rds_testkit::TestPostgres;
+use std::net::Ipv4Addr;
+
+fn sqlite(dir: &tempfile::TempDir) -> DbSettings {
+    DbSettings {
+        dialect: "sqlite",
+        sqlite_path: dir.path().join("db/manager.db"),
+        database_url: None,
+    }
+}
+
+fn postgres(pg: &TestPostgres) -> DbSettings {
+    DbSettings {
+        dialect: "postgres",
+        sqlite_path: "unused.db".into(),
+        database_url: Some(pg.url().to_string()),
+    }
+}
+
+fn new_vm(id: &str, image_id: &str) -> NewVm {
+    NewVm {
+        id: id.into(),
+        cpu: 2,
+        mem_mb: 512,
+        disk_size_mb: 1024,
+        outbound_internet: true,
+        allow_ips: vec!["10.0.0.0/8".into()],
+        image_id: image_id.into(),
+        backend: "qemu".into(),
+    }
+}
+
+fn guest(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(172, 16, 0, last)
+}
+
+fn ids(vms: &[VmRecord]) -> Vec<&str> {
+    vms.iter().map(|v| v.id.as_str()).collect()
+}
+
+/// Creates with the creation timestamps (millisecond precision) kept apart, so "newest first" is
+/// decided by `created_at`, not by the id tie-break.
+async fn create(db: &Db, id: &str, image: &str, quota: u64, subnet: &Subnet) -> VmRecord {
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    db.create_vm(&new_vm(id, image), quota, subnet)
+        .await
+        .unwrap_or_else(|e| panic!("create {id}: {e}"))
+}
+
+async fn story(settings: DbSettings) {
+    // /29: gateway .1, guests .2–.6, broadcast .7.
+    let subnet = Subnet::parse("172.16.0.0/29").unwrap();
+    let db = Db::connect(&settings).await.expect("connect and migrate");
+    db.ping().await.unwrap();
+
+    // Built-in image: registered once, the default while none is set; a second one does not take over.
+    let builtin = db
+        .ensure_builtin_image("/img/vmlinux", None, "/img/rootfs.ext4")
+        .await
+        .unwrap();
+    assert!(builtin.built_in);
+    assert_eq!(builtin.name, "built-in");
+    let again = db
+        .ensure_builtin_image("/img/vmlinux", None, "/img/rootfs.ext4")
+        .await
+        .unwrap();
+    assert_eq!(again.id, builtin.id, "registration is idempotent");
+    assert_eq!(db.default_image().await.unwrap().unwrap().id, builtin.id);
+    let other = db
+        .ensure_builtin_image("/img2/vmlinux", Some("/img2/initrd"), "/img2/rootfs.ext4")
+        .await
+        .unwrap();
+    assert_ne!(other.id, builtin.id);
+    assert_eq!(db.default_image().await.unwrap().unwrap().id, builtin.id);
+    let got = db.get_image(&other.id).await.unwrap().unwrap();
+    assert_eq!(got.initrd_path.as_deref(), Some("/img2/initrd"));
+    assert_eq!(got.kernel_path.as_deref(), Some("/img2/vmlinux"));
+    db.set_default_image(&other.id).await.unwrap();
+    assert_eq!(db.default_image().await.unwrap().unwrap().id, other.id);
+    db.set_default_image(&builtin.id).await.unwrap();
+    assert_eq!(db.default_image().await.unwrap().unwrap().id, builtin.id);
+    assert!(db.get_image("img-missing").await.unwrap().is_none());
+    let img = builtin.id.as_str();
+
+    // Creates up to the quota; ids sort against creation order so the listing proves created_at order.
+    let z = create(&db, "vm-z", img, 3, &subnet).await;
+    assert_eq!(z.state, VmState::Created);
+    assert_eq!(
+        (z.guest_ip, z.tap_name.as_str(), z.mac.as_str(), z.vsock_cid),
+        (guest(2), "rds-tap2", "02:00:ac:10:00:02", 10_002)
+    );
+    assert_eq!((z.cpu, z.mem_mb, z.disk_size_mb), (2, 512, 1024));
+    assert!(z.outbound_internet);
+    assert_eq!(z.allow_ips, vec!["10.0.0.0/8".to_string()]);
+    assert_eq!((z.image_id.as_str(), z.backend.as_str()), (img, "qemu"));
+    assert_eq!(
+        (
+            z.vmm_pid,
+            z.provision_mode.as_deref(),
+            z.last_error.as_deref()
+        ),
+        (None, None, None)
+    );
+    let y = create(&db, "vm-y", img, 3, &subnet).await;
+    let x = create(&db, "vm-x", img, 3, &subnet).await;
+    assert_eq!(
+        (y.guest_ip, y.tap_name.as_str(), y.vsock_cid),
+        (guest(3), "rds-tap3", 10_003)
+    );
+    assert_eq!(
+        (x.guest_ip, x.mac.as_str()),
+        (guest(4), "02:00:ac:10:00:04")
+    );
+    match db.create_vm(&new_vm("vm-over", img), 3, &subnet).await {
+        Err(CreateVmError::Quota(3)) => {}
+        other => panic!("expected the quota error, got {other:?}"),
+    }
+    assert!(
+        db.get_vm("vm-over").await.unwrap().is_none(),
+        "nothing kept"
+    );
+    assert_eq!(ids(&db.list_vms().await.unwrap()), ["vm-x", "vm-y", "vm-z"]);
+
+    // State changes persist; STOPPED and ERROR keep their addresses.
+    db.set_runtime("vm-z", 4242, 987_654_321, "boot-1")
+        .await
+        .unwrap();
+    db.set_running("vm-z", "boot").await.unwrap();
+    let z = db.get_vm("vm-z").await.unwrap().unwrap();
+    assert_eq!(z.state, VmState::Running);
+    assert_eq!(z.provision_mode.as_deref(), Some("boot"));
+    assert_eq!(
+        (z.vmm_pid, z.vmm_start_time, z.vmm_boot_id.as_deref()),
+        (Some(4242), Some(987_654_321), Some("boot-1"))
+    );
+    db.set_state("vm-y", VmState::Stopping, None).await.unwrap();
+    db.set_state("vm-y", VmState::Stopped, None).await.unwrap();
+    db.set_state("vm-x", VmState::Error, Some("VMM exited: boom"))
+        .await
+        .unwrap();
+    let x = db.get_vm("vm-x").await.unwrap().unwrap();
+    assert_eq!(
+        (x.state, x.last_error.as_deref()),
+        (VmState::Error, Some("VMM exited: boom"))
+    );
+    db.clear_runtime("vm-z").await.unwrap();
+    let z = db.get_vm("vm-z").await.unwrap().unwrap();
+    assert_eq!((z.vmm_pid, z.vmm_boot_id), (None, None));
+    assert_eq!(
+        z.state,
+        VmState::Running,
+        "clearing the runtime keeps the state"
+    );
+    let w = create(&db, "vm-w", img, 10, &subnet).await;
+    assert_eq!(w.guest_ip, guest(5), "STOPPED .3 and ERROR .4 stay held");
+
+    // Delete: a tombstone that is never listed, whose address is free again and whose id stays taken.
+    db.mark_deleted("vm-y").await.unwrap();
+    assert!(db.get_vm("vm-y").await.unwrap().is_none());
+    assert_eq!(ids(&db.list_vms().await.unwrap()), ["vm-w", "vm-x", "vm-z"]);
+    let v = create(&db, "vm-v", img, 10, &subnet).await;
+    assert_eq!(
+        (v.guest_ip, v.tap_name.as_str(), v.vsock_cid),
+        (guest(3), "rds-tap3", 10_003),
+        "lowest free address: the deleted VM's"
+    );
+    match db.create_vm(&new_vm("vm-y", img), 10, &subnet).await {
+        Err(CreateVmError::Db(_)) => {}
+        other => panic!("a tombstoned id must not be reused, got {other:?}"),
+    }
+    // That failed create rolled back its allocation: .6 is still the next one, then the subnet is full.
+    let u = create(&db, "vm-u", img, 10, &subnet).await;
+    assert_eq!(u.guest_ip, guest(6));
+    match db.create_vm(&new_vm("vm-t", img), 10, &subnet).await {
+        Err(CreateVmError::NoAddress) => {}
+        other => panic!("expected no free address, got {other:?}"),
+    }
+    let before = db.list_vms().await.unwrap();
+    assert_eq!(ids(&before), ["vm-u", "vm-v", "vm-w", "vm-x", "vm-z"]);
+    let ips: std::collections::HashSet<_> = before.iter().map(|v| v.guest_ip).collect();
+    let cids: std::collections::HashSet<_> = before.iter().map(|v| v.vsock_cid).collect();
+    assert_eq!((ips.len(), cids.len()), (5, 5), "unique among live VMs");
+
+    // Restart: a new Db on the same database (migrations re-run) sees the same rows and allocations.
+    db.close().await;
+    let db = Db::connect(&settings).await.expect("reopen");
+    let after = db.list_vms().await.unwrap();
+    assert_eq!(ids(&after), ids(&before));
+    for (a, b) in after.iter().zip(&before) {
+        assert_eq!(
+            (
+                a.state,
+                a.guest_ip,
+                &a.tap_name,
+                &a.mac,
+                a.vsock_cid,
+                &a.created_at
+            ),
+            (
+                b.state,
+                b.guest_ip,
+                &b.tap_name,
+                &b.mac,
+                b.vsock_cid,
+                &b.created_at
+            )
+        );
+    }
+    assert_eq!(db.default_image().await.unwrap().unwrap().id, builtin.id);
+    let again = db
+        .ensure_builtin_image("/img/vmlinux", None, "/img/rootfs.ext4")
+        .await
+        .unwrap();
+    assert_eq!(
+        again.id, builtin.id,
+        "still one built-in image after a restart"
+    );
+    match db.create_vm(&new_vm("vm-t", img), 10, &subnet).await {
+        Err(CreateVmError::NoAddress) => {}
+        other => panic!("allocations survive the restart, got {other:?}"),
+    }
+    db.mark_deleted("vm-x").await.unwrap();
+    let t = create(&db, "vm-t", img, 10, &subnet).await;
+    assert_eq!((t.guest_ip, t.vsock_cid), (guest(4), 10_004));
+    db.close().await;
+}
+
+/// Two managers on one database, creating at once: the quota holds and no address is handed out twice.
+async fn concurrent_creates(settings: DbSettings) {
+    let subnet = Subnet::parse("172.16.0.0/27").unwrap();
+    let (a, b) = (
+        Db::connect(&settings).await.unwrap(),
+        Db::connect(&settings).await.unwrap(),
+    );
+    let quota = 9;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let db = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                db.create_vm(&new_vm(&format!("vm-{i:02}"), "img"), quota, &subnet)
+                    .await
+            })
+        })
+        .collect();
+    let (mut made, mut refused) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(vm) => made.push(vm),
+            Err(CreateVmError::Quota(_)) => refused += 1,
+            Err(e) => panic!("concurrent create failed: {e}"),
+        }
+    }
+    assert_eq!((made.len(), refused), (quota as usize, 16 - quota as usize));
+    let mut ips: Vec<_> = made.iter().map(|v| v.guest_ip).collect();
+    ips.sort();
+    let lowest: Vec<_> = (2..2 + quota as u8).map(guest).collect();
+    assert_eq!(ips, lowest, "the lowest addresses, each once");
+    assert_eq!(a.list_vms().await.unwrap().len(), quota as usize);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    story(sqlite(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_postgres() {
+    let Some(pg) = TestPostgres::create("db_story::story_postgres").await else {
+        return;
+    };
+    story(postgres(&pg)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    concurrent_creates(sqlite(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_postgres() {
+    let Some(pg) = TestPostgres::create("db_story::concurrent_creates_postgres").await else {
+        return;
+    };
+    concurrent_creates(postgres(&pg)).await;
+}
+
+/// `DATABASE_URL` trouble is reported without the URL or its password (`config.md` §1).
+#[tokio::test]
+async fn postgres_connect_error_hides_the_url() {
+    let settings = DbSettings {
+        dialect: "postgres",
+        sqlite_path: "unused.db".into(),
+        database_url: Some("postgres://rds:hunter2-secret@127.0.0.1:1/rds".into()),
+    };
+    let err = match Db::connect(&settings).await {
+        Ok(_) => panic!("nothing listens on port 1"),
+        Err(e) => e.to_string(),
+    };
+    assert!(!err.is_empty());
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(!err.contains("postgres://"), "{err}");
+}
