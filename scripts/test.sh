@@ -15,6 +15,11 @@ cargo fmt --all -- --check
 echo "[test] cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "[test] cargo test (image: $image)" >&2
-RDS_TEST_IMAGE_DIR="$image" VHOST_VSOCK_BIN="$vhost" cargo test --workspace -- --nocapture
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+RDS_TEST_IMAGE_DIR="$image" VHOST_VSOCK_BIN="$vhost" cargo test --workspace -- --nocapture 2>&1 | tee "$log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1
 echo "[test] schemathesis against a manager with the real image (no 5xx allowed)" >&2
 scripts/schemathesis.sh "$image" "$vhost"
+# One closing line over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
