@@ -28,8 +28,8 @@ psql_admin() { "$bindir/psql" -h "$SOCK" -U postgres -d postgres -X -q -A -t -v 
 # daemon holding the lock below, or a CI log pipe, would block the next run or hang the CI step.
 start_server() (
   for fd in $(ls "/proc/$BASHPID/fd"); do
-    ((fd > 2)) && eval "exec $fd>&-"
-  done 2>/dev/null
+    if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
   exec runuser -u postgres -- "$bindir/pg_ctl" -D "$DATA" -l "$PG/server.log" -w -t 60 start \
     </dev/null >/dev/null
 )
@@ -38,7 +38,7 @@ mkdir -p "$PG"
 exec 9>"$PG/.lock"
 flock 9 # concurrent runs wait for the first to finish starting the server
 
-if ! "$bindir/pg_isready" -q -h "$SOCK" 2>/dev/null; then
+if ! "$bindir/pg_isready" -q -h "$SOCK" -U postgres 2>/dev/null; then
   chown postgres:postgres "$PG"
   chmod 0700 "$PG"
   as_pg test -x "$PG" || die "the postgres user cannot enter $PG (a parent directory is closed)"

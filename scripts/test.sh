@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: installs dependencies, builds the guest image (cached), then lints
-# and runs every test, including end-to-end tests that boot real QEMU guests.
+# The project's test command: installs dependencies, builds the guest image (cached), starts the test
+# Postgres server, then lints and runs every test, including end-to-end tests that boot real QEMU
+# guests and the DB tests on SQLite and Postgres.
 # RDS_REQUIRE_E2E=1 (set by CI) turns a missing prerequisite into a failure instead of a skip.
 set -euo pipefail
 
@@ -9,6 +10,9 @@ cd "$repo"
 
 vhost=$(scripts/install-deps.sh | tail -n 1)
 image=$(scripts/build-image.sh | tail -n 1)
+# The Postgres half of the DB tests (tests make and drop their own databases on this server).
+export RDS_TEST_DATABASE_URL
+RDS_TEST_DATABASE_URL=$(scripts/test-postgres.sh | tail -n 1)
 
 echo "[test] cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod execlog;
+pub mod images;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;

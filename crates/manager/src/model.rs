@@ -90,11 +90,70 @@ pub struct VmRecord {
 pub struct ImageRecord {
     pub id: String,
     pub name: String,
+    pub description: String,
     pub built_in: bool,
     pub kernel_path: Option<String>,
     pub initrd_path: Option<String>,
     pub rootfs_path: Option<String>,
     pub created_at: String,
+    pub kernel: Option<ImageFile>,
+    pub initrd: Option<ImageFile>,
+    pub rootfs: Option<ImageFile>,
+    /// `elf` or `bzimage` while there is a kernel.
+    pub kernel_format: Option<String>,
+    pub seed: Option<ImageSeed>,
+}
+
+/// One file of an image, with its name under `IMAGES_DIR/<imageId>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImagePart {
+    Kernel,
+    Initrd,
+    Rootfs,
+}
+
+impl ImagePart {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ImagePart::Kernel => "vmlinux",
+            ImagePart::Initrd => "initrd",
+            ImagePart::Rootfs => "rootfs.ext4",
+        }
+    }
+}
+
+/// What was recorded about one file of an image when it was uploaded or registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFile {
+    pub bytes: u64,
+    pub sha256: String,
+    pub uploaded_at: String,
+}
+
+/// A file of a new built-in image: where it was cloned to and what it holds.
+#[derive(Debug, Clone)]
+pub struct BuiltinFile {
+    pub path: String,
+    pub file: ImageFile,
+}
+
+/// A built-in image to insert (`vm-lifecycle.md` §9).
+#[derive(Debug, Clone)]
+pub struct NewBuiltinImage {
+    pub id: String,
+    pub kernel: BuiltinFile,
+    pub kernel_format: String,
+    pub initrd: Option<BuiltinFile>,
+    pub rootfs: BuiltinFile,
+}
+
+/// The image's template (`vm-lifecycle.md` §8.5); absent until templates exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSeed {
+    pub snapshot_id: Option<String>,
+    pub status: String,
+    pub updated_at: Option<String>,
+    pub error: Option<String>,
 }
 
 /// RFC 3339 UTC with millisecond precision, the timestamp format of the whole API.

@@ -4,6 +4,7 @@ use crate::agent::AgentConfig;
 use crate::api::{self, AppState, BackendInfo};
 use crate::config::{ConfigError, Settings};
 use crate::db::Db;
+use crate::images::{format, ImageError, ImageService};
 use crate::lifecycle::{LifecycleSettings, Network, NetworkSettings, VmService};
 use crate::storage::{can_reflink, CloneMode, Storage};
 use rds_vmm::select::{AccelChoice, BackendChoice, Requested};
@@ -99,19 +100,27 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
     let db = Db::connect(&settings.db)
         .await
         .map_err(|e| vec![cfg_err(variable, e.to_string(), None)])?;
+    // vm-lifecycle.md §9: the built-in image, hashed (cached) and cloned into IMAGES_DIR.
+    let images_err = |e: ImageError| match e {
+        ImageError::Db(e) => vec![cfg_err(variable, e.to_string(), None)],
+        e => vec![cfg_err(
+            "IMAGES_DIR",
+            error_chain(&e),
+            Some(&settings.images_dir),
+        )],
+    };
+    let images = ImageService::new(
+        db.clone(),
+        &settings.images_dir,
+        &settings.storage_root.join("tmp"),
+        CloneMode::parse(settings.disks.clone_mode),
+    )
+    .map_err(images_err)?;
     if let (Some(k), Some(r)) = (&settings.image.kernel, &settings.image.rootfs) {
-        let initrd = settings
-            .image
-            .initrd
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned());
-        db.ensure_builtin_image(
-            &k.to_string_lossy(),
-            initrd.as_deref(),
-            &r.to_string_lossy(),
-        )
-        .await
-        .map_err(|e| vec![cfg_err(variable, e.to_string(), None)])?;
+        images
+            .register_builtin(k, settings.image.initrd.as_deref(), r)
+            .await
+            .map_err(images_err)?;
     }
 
     let caps = selection.backend.capabilities().clone();
@@ -175,6 +184,7 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
     })?;
     let state = AppState {
         vms,
+        images,
         limits: Arc::new(settings.limits.clone()),
         default_disk_mb: settings.default_disk_mb(),
         api_key_digest: Arc::new(api::auth_digest(&settings.api_key)),
@@ -257,8 +267,8 @@ fn image_checks(settings: &Settings) -> Vec<ConfigError> {
         (
             "INITRD_PATH",
             settings.image.initrd.as_deref(),
-            |_| true,
-            "",
+            format::is_initrd,
+            "is not a cpio archive (newc, plain or gzip/lz4/zstd)",
         ),
     ];
     for (var, path, valid, what) in checks {
@@ -274,11 +284,11 @@ fn image_checks(settings: &Settings) -> Vec<ConfigError> {
 }
 
 pub fn is_kernel(head: &[u8]) -> bool {
-    head.starts_with(b"\x7fELF") || head.get(0x202..0x206) == Some(b"HdrS")
+    format::kernel_format(head).is_some()
 }
 
 pub fn is_ext4(head: &[u8]) -> bool {
-    head.get(1080..1082) == Some(&[0x53, 0xef])
+    format::is_ext4(head)
 }
 
 /// Serves until `shutdown` resolves; in-flight requests get up to 10 s; VMs keep running.

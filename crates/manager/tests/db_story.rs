@@ -234,6 +234,61 @@ async fn story(settings: DbSettings) {
     db.close().await;
 }
 
+/// The image queries beyond the built-in one, on both dialects (typed NULL binds, upserts, the
+/// default-image expression, `IN` across tables).
+async fn image_queries(settings: DbSettings) {
+    let subnet = Subnet::parse("172.16.0.0/29").unwrap();
+    let db = Db::connect(&settings).await.unwrap();
+    assert_eq!(db.default_image_id().await.unwrap(), None);
+    let builtin = db
+        .ensure_builtin_image("/img/vmlinux", None, "/img/rootfs.ext4")
+        .await
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let user = db
+        .insert_image("img-user", "mine", "uploaded later")
+        .await
+        .unwrap();
+    assert!(!user.built_in);
+    assert_eq!(user.description, "uploaded later");
+    let listed: Vec<_> = db.list_images().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["img-user", builtin.id.as_str()]
+    );
+    db.set_default_image("img-user").await.unwrap();
+    assert_eq!(
+        db.default_image_id().await.unwrap().as_deref(),
+        Some("img-user")
+    );
+    create(&db, "vm-on-user", "img-user", 5, &subnet).await;
+    assert_eq!(
+        db.vm_using_image("img-user").await.unwrap().as_deref(),
+        Some("vm-on-user")
+    );
+    db.mark_deleted("vm-on-user").await.unwrap();
+    assert_eq!(db.vm_using_image("img-user").await.unwrap(), None);
+    db.delete_image("img-user").await.unwrap();
+    assert!(db.get_image("img-user").await.unwrap().is_none());
+    assert_eq!(
+        db.default_image_id().await.unwrap(),
+        Some(builtin.id.clone()),
+        "the built-in image again once the default is gone"
+    );
+    assert_eq!(db.cached_digest("/img/vmlinux", 10, 7).await.unwrap(), None);
+    db.store_digest("/img/vmlinux", 10, 7, "aa").await.unwrap();
+    db.store_digest("/img/vmlinux", 11, 8, "bb").await.unwrap();
+    assert_eq!(db.cached_digest("/img/vmlinux", 10, 7).await.unwrap(), None);
+    assert_eq!(
+        db.cached_digest("/img/vmlinux", 11, 8)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("bb")
+    );
+    db.close().await;
+}
+
 /// Two managers on one database, creating at once: the quota holds and no address is handed out twice.
 async fn concurrent_creates(settings: DbSettings) {
     let subnet = Subnet::parse("172.16.0.0/27").unwrap();
@@ -281,6 +336,20 @@ async fn story_postgres() {
         return;
     };
     story(postgres(&pg)).await;
+}
+
+#[tokio::test]
+async fn image_queries_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    image_queries(sqlite(&dir)).await;
+}
+
+#[tokio::test]
+async fn image_queries_postgres() {
+    let Some(pg) = TestPostgres::create("db_story::image_queries_postgres").await else {
+        return;
+    };
+    image_queries(postgres(&pg)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

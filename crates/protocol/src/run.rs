@@ -45,14 +45,15 @@ pub struct RunRequest {
 /// `/run-ts` and `/run-js` reply. `J` is the JSON carrier of `result`/`error`: the manager uses
 /// `Box<serde_json::value::RawValue>` so values are relayed digit for digit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", bound(deserialize = "J: Deserialize<'de>"))]
 pub struct RunResult<J> {
     pub exit_code: i32,
     pub stdout: String,
     pub stderr: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Present (even as JSON `null`) only when user code called `result.set`.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub result: Option<J>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub error: Option<J>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
@@ -85,3 +86,13 @@ pub const MAX_RUN_FLAGS: usize = 64;
 pub const MAX_RUN_FLAG_CHARS: usize = 256;
 /// A result file larger than this yields `error: {name: "ResultTooLarge", ...}` and no result.
 pub const RESULT_CAP_BYTES: u64 = 1_000_000;
+
+/// A field that is present is `Some`, whatever its value: `"result": null` is a result of `null`,
+/// distinct from no result at all (absent field, via `default`).
+fn present<'de, D, J>(de: D) -> Result<Option<J>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    J: Deserialize<'de>,
+{
+    J::deserialize(de).map(Some)
+}

@@ -37,6 +37,7 @@ pub struct BackendInfo {
 #[derive(Clone)]
 pub struct AppState {
     pub vms: VmService,
+    pub images: crate::images::ImageService,
     pub limits: Arc<Limits>,
     pub default_disk_mb: u64,
     pub api_key_digest: Arc<[u8; 32]>,
@@ -53,7 +54,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    use routes::{files, health, logs, runs, vms};
+    use routes::{files, health, images, logs, runs, vms};
     let v1 = OpenApiRouter::new()
         .routes(routes!(vms::list, vms::create))
         .routes(routes!(vms::get, vms::destroy))
@@ -66,6 +67,13 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(files::download))
         .routes(routes!(logs::vm_log))
         .routes(routes!(logs::exec_logs))
+        .routes(routes!(images::list, images::create))
+        .routes(routes!(images::get, images::delete))
+        .routes(routes!(images::put_kernel))
+        .routes(routes!(images::put_rootfs))
+        .routes(routes!(images::put_initrd, images::delete_initrd))
+        .routes(routes!(images::put_bundle))
+        .routes(routes!(images::set_default))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ratelimit::enforce,

@@ -11,7 +11,7 @@ pub use vms::{CreateVmError, NewVm};
 
 use crate::config::DbSettings;
 use sqlx::any::AnyPoolOptions;
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Connection};
 use std::os::unix::fs::OpenOptionsExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,11 @@ impl Db {
 
     async fn open(url: &str, dialect: Dialect) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
+        if dialect == Dialect::Postgres {
+            // One plain attempt first: the pool would retry a refused connection until its acquire
+            // timeout, and a startup check should say at once that the server is not there.
+            sqlx::AnyConnection::connect(url).await?.close().await?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(15))

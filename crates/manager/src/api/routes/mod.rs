@@ -1,5 +1,6 @@
 pub mod files;
 pub mod health;
+pub mod images;
 pub mod logs;
 pub mod runs;
 pub mod vms;
