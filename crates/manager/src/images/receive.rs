@@ -274,29 +274,6 @@ mod tests {
     }
 
     #[tokio::test]
-    #[ignore]
-    async fn timing_scratch() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut head = ext4_head();
-        head.resize(1 << 20, 0);
-        let n = 512;
-        let chunks: Vec<Vec<u8>> = (0..n).map(|i| if i == 0 { head.clone() } else if i % 4 == 0 { vec![3u8; 1 << 20] } else { vec![0u8; 1 << 20] }).collect();
-        let t = std::time::Instant::now();
-        let got = receive(stream(chunks), dir.path().join("x"), ImagePart::Rootfs, u64::MAX).await.unwrap();
-        eprintln!("TIMING {} MiB in {:?}", got.file.bytes >> 20, t.elapsed());
-        let buf = vec![0u8; 1 << 20];
-        let t = std::time::Instant::now();
-        let mut h = Sha256::new();
-        for _ in 0..512 { h.update(&buf); }
-        let _ = h.finalize();
-        eprintln!("HASH 512 MiB in {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let mut z = 0;
-        for _ in 0..512 { for b in buf.chunks(4096) { if is_zero(b) { z += 1; } } }
-        eprintln!("ZERO 512 MiB in {:?} {z}", t.elapsed());
-    }
-
-    #[tokio::test]
     async fn zero_blocks_become_holes_and_the_digest_covers_every_byte() {
         let dir = tempfile::tempdir().unwrap();
         let mut body = ext4_head();

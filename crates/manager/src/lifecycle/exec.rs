@@ -99,14 +99,19 @@ mod tests {
     #[test]
     fn null_result_is_kept_and_digits_are_relayed() {
         let base = r#""exitCode":0,"stdout":"","stderr":"","stdoutTruncated":false,"stderrTruncated":false,"timedOut":false,"durationMs":1"#;
-        let with_null: RunReply = serde_json::from_str(&format!("{{{base},\"result\":null}}")).unwrap();
+        let with_null: RunReply =
+            serde_json::from_str(&format!("{{{base},\"result\":null}}")).unwrap();
         assert_eq!(with_null.result.as_ref().map(|r| r.get()), Some("null"));
         let out = serde_json::to_string(&with_null).unwrap();
         assert!(out.contains("\"result\":null"), "{out}");
         let absent: RunReply = serde_json::from_str(&format!("{{{base}}}")).unwrap();
         assert!(absent.result.is_none());
         assert!(!serde_json::to_string(&absent).unwrap().contains("result"));
-        let big: RunReply = serde_json::from_str(&format!("{{{base},\"result\":12345678901234567890.10}}")).unwrap();
-        assert!(serde_json::to_string(&big).unwrap().contains("12345678901234567890.10"));
+        let big: RunReply =
+            serde_json::from_str(&format!("{{{base},\"result\":12345678901234567890.10}}"))
+                .unwrap();
+        assert!(serde_json::to_string(&big)
+            .unwrap()
+            .contains("12345678901234567890.10"));
     }
 }
