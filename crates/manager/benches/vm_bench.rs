@@ -40,6 +40,51 @@ async fn call(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16,
     )
 }
 
+async fn call_raw(port: u16, method: &str, path: &str, ct: &str, body: Vec<u8>) -> (u16, Bytes) {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("x-api-key", KEY)
+        .header("content-type", ct)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// A tar.gz holding one file of `n` pseudo-random (incompressible) bytes.
+fn random_targz(n: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let data: Vec<u8> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_path("blob.bin").unwrap();
+    h.set_size(n as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append(&h, data.as_slice()).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -175,10 +220,60 @@ async fn main() {
         },
     );
     let mut raw = Vec::new();
+    let mut agent_rss_kb = 0;
     for _ in 0..execs {
         let t = Instant::now();
-        agent.health_once().await.expect("health");
+        let h = agent.health_once().await.expect("health");
         raw.push(t.elapsed().as_secs_f64() * 1000.0);
+        agent_rss_kb = h.agent_rss_kb.unwrap_or(0);
+    }
+
+    // run-ts: the first call in a fresh VM (cold Deno) and then warm calls.
+    let run_ts = |id: String| async move {
+        let t = Instant::now();
+        let (s, r) = call(
+            port,
+            "POST",
+            &format!("/v1/vms/{id}/run-ts"),
+            Some(json!({"code": "console.log(1)"})),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        t.elapsed().as_secs_f64()
+    };
+    let ts_cold = run_ts(ids[1].clone()).await;
+    let mut ts_warm = Vec::new();
+    for _ in 0..10 {
+        ts_warm.push(run_ts(ids[1].clone()).await);
+    }
+
+    // Files: a 5 MiB incompressible archive up and the same tree down.
+    let archive = random_targz(5 * 1024 * 1024);
+    let mb = archive.len() as f64 / 1e6;
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        let t = Instant::now();
+        let (s, b) = call_raw(
+            port,
+            "POST",
+            &format!("/v1/vms/{}/files/upload?dest=/workspace/b{i}", ids[1]),
+            "application/gzip",
+            archive.clone(),
+        )
+        .await;
+        assert_eq!(s, 204, "{}", String::from_utf8_lossy(&b));
+        up.push(mb / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let (s, b) = call_raw(
+            port,
+            "GET",
+            &format!("/v1/vms/{}/files/download?path=/workspace/b{i}", ids[1]),
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(s, 200);
+        down.push(b.len() as f64 / 1e6 / t.elapsed().as_secs_f64());
     }
     for id in &ids {
         call(port, "DELETE", &format!("/v1/vms/{id}"), None).await;
@@ -206,6 +301,20 @@ async fn main() {
         "raw vsock GET /health   p50 {:.2} ms p90 {:.2} ms",
         pct(&mut raw.clone(), 0.5),
         pct(&mut raw, 0.9)
+    );
+    println!(
+        "run-ts console.log(1)   cold {:.2} s  warm p50 {:.2} s",
+        ts_cold,
+        pct(&mut ts_warm, 0.5)
+    );
+    println!("upload 5 MiB tar.gz     p50 {:.1} MB/s", pct(&mut up, 0.5));
+    println!(
+        "download 5 MiB tar.gz   p50 {:.1} MB/s",
+        pct(&mut down, 0.5)
+    );
+    println!(
+        "agent RSS in the guest  {:.1} MiB",
+        agent_rss_kb as f64 / 1024.0
     );
     println!("manager RSS idle        {idle_rss:.1} MiB");
     println!("manager RSS with 2 VMs  {two_vm_rss:.1} MiB");

@@ -127,6 +127,9 @@ pub struct Health {
     pub shell: Shell,
     #[serde(default)]
     pub runtimes: Runtimes,
+    /// The agent's own resident memory (an addition for operators and benchmarks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_rss_kb: Option<u64>,
 }
 
 /// `POST /exec` body. Unknown fields are ignored; `null` means absent.

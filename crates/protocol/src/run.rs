@@ -51,9 +51,17 @@ pub struct RunResult<J> {
     pub stdout: String,
     pub stderr: String,
     /// Present (even as JSON `null`) only when user code called `result.set`.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub result: Option<J>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub error: Option<J>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,

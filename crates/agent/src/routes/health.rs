@@ -1,7 +1,5 @@
 //! `GET /health`: liveness plus what the image offers.
 
-use std::time::Duration;
-
 use hyper::{Response, StatusCode};
 use rds_protocol::{Health, Runtimes, PROTOCOL_VERSION};
 
@@ -10,18 +8,13 @@ use crate::http::{self, Body};
 use crate::state::AppState;
 
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
-/// How long a health call waits for the first runtime probe before reporting what it has.
-const PROBE_WAIT: Duration = Duration::from_secs(2);
 
 pub async fn get(state: &AppState) -> Result<Response<Body>, ApiError> {
     let boot_id = std::fs::read_to_string(BOOT_ID)
         .map_err(|e| ApiError::internal("cannot read boot_id", e))?;
-    let mut runtimes = state.runtimes.clone();
-    let probed = tokio::time::timeout(PROBE_WAIT, runtimes.wait_for(Option::is_some)).await;
-    let runtimes: Runtimes = match probed {
-        Ok(Ok(found)) => found.clone().unwrap_or_default(),
-        _ => Runtimes::default(),
-    };
+    // Never wait for the runtime probe: readiness polls /health during boot, and a cold
+    // `deno --version` under TCG takes seconds. Until the probe is done both runtimes are null.
+    let runtimes: Runtimes = state.runtimes.borrow().clone().unwrap_or_default();
     let health = Health {
         status: "ok".into(),
         version: crate::VERSION.into(),
@@ -29,6 +22,18 @@ pub async fn get(state: &AppState) -> Result<Response<Body>, ApiError> {
         boot_id: boot_id.trim().to_string(),
         shell: state.shell.kind,
         runtimes,
+        agent_rss_kb: own_rss_kb(),
     };
     Ok(http::json(StatusCode::OK, &health))
+}
+
+fn own_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

@@ -90,20 +90,36 @@ impl ImageService {
         let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
         let key = path.to_string_lossy().into_owned();
         let db = &self.inner.db;
+        let memo_key = (key.clone(), meta.len(), mtime_ns);
         let sha256 = match db.cached_digest(&key, meta.len(), mtime_ns).await? {
             Some(sha) => sha,
             None => {
-                let owned = path.to_path_buf();
-                let started = std::time::Instant::now();
-                let sha = tokio::task::spawn_blocking(move || hash_file(&owned))
-                    .await
-                    .map_err(|e| ImageError::Internal(format!("hash task: {e}")))?
-                    .map_err(ImageError::io("read", path))?;
-                tracing::info!(path = %key, bytes = meta.len(), elapsed_ms = started.elapsed().as_millis() as u64, "digest computed");
+                let memo = digest_memo()
+                    .lock()
+                    .expect("digest memo")
+                    .get(&memo_key)
+                    .cloned();
+                let sha = match memo {
+                    Some(sha) => sha,
+                    None => {
+                        let owned = path.to_path_buf();
+                        let started = std::time::Instant::now();
+                        let sha = tokio::task::spawn_blocking(move || hash_file(&owned))
+                            .await
+                            .map_err(|e| ImageError::Internal(format!("hash task: {e}")))?
+                            .map_err(ImageError::io("read", path))?;
+                        tracing::info!(path = %key, bytes = meta.len(), elapsed_ms = started.elapsed().as_millis() as u64, "digest computed");
+                        sha
+                    }
+                };
                 db.store_digest(&key, meta.len(), mtime_ns, &sha).await?;
                 sha
             }
         };
+        digest_memo()
+            .lock()
+            .expect("digest memo")
+            .insert(memo_key, sha256.clone());
         Ok(Source {
             path: path.to_path_buf(),
             bytes: meta.len(),
@@ -116,10 +132,18 @@ impl ImageService {
         let name = dst.file_name().unwrap_or_default().to_string_lossy();
         let tmp = dst.with_file_name(format!(".tmp-{name}-{}", uuid::Uuid::new_v4()));
         let (from, to, mode) = (src.path.clone(), tmp.clone(), self.inner.clone_mode);
-        tokio::task::spawn_blocking(move || clone_file(&from, &to, mode))
-            .await
-            .map_err(|e| ImageError::Internal(format!("clone task: {e}")))?
-            .map_err(ImageError::io("clone", &src.path))?;
+        // A source that is already read-only for everyone (the image builder's output is 0444) is
+        // immutable by convention: a hard link shares it at no cost; anything else is cloned.
+        let read_only = std::fs::metadata(&from).is_ok_and(|m| m.permissions().mode() & 0o222 == 0);
+        tokio::task::spawn_blocking(move || {
+            if read_only && std::fs::hard_link(&from, &to).is_ok() {
+                return Ok(());
+            }
+            clone_file(&from, &to, mode)
+        })
+        .await
+        .map_err(|e| ImageError::Internal(format!("clone task: {e}")))?
+        .map_err(ImageError::io("clone", &src.path))?;
         let done = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))
             .and_then(|()| std::fs::rename(&tmp, dst));
         if let Err(e) = done {
@@ -159,4 +183,14 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex(&hasher.finalize()))
+}
+
+/// (path, size, mtime in ns) → SHA-256.
+type DigestMemo = std::sync::Mutex<std::collections::HashMap<(String, u64, i64), String>>;
+
+/// Digests already computed by this process, so several managers in one process (tests) or a
+/// rebuilt DB do not hash the same gigabytes again.
+fn digest_memo() -> &'static DigestMemo {
+    static MEMO: std::sync::OnceLock<DigestMemo> = std::sync::OnceLock::new();
+    MEMO.get_or_init(Default::default)
 }
