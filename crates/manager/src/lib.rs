@@ -17,3 +17,16 @@ pub mod storage;
 pub mod vmlogs;
 
 pub use startup::{build, serve, App};
+
+/// An error and every cause below it on one line (`a: b: c`), for messages that must carry the whole
+/// chain such as `lastError` and startup errors.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

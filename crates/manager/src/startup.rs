@@ -105,7 +105,7 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         ImageError::Db(e) => vec![cfg_err(variable, e.to_string(), None)],
         e => vec![cfg_err(
             "IMAGES_DIR",
-            error_chain(&e),
+            crate::error_chain(&e),
             Some(&settings.images_dir),
         )],
     };
@@ -152,7 +152,7 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
                 "VM_SUBNET",
                 format!(
                 "cannot set up the guest network (needs CAP_NET_ADMIN, /dev/net/tun and nft): {}",
-                error_chain(&e)
+                crate::error_chain(&e)
             ),
                 None,
             )]
@@ -168,7 +168,7 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
     vms.reconcile().await.map_err(|e| {
         vec![cfg_err(
             variable,
-            format!("reconciliation at start failed: {}", error_chain(&e)),
+            format!("reconciliation at start failed: {}", crate::error_chain(&e)),
             None,
         )]
     })?;
@@ -177,7 +177,7 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
             "DNS_SERVER_IP",
             format!(
                 "the DNS forwarder cannot start on the gateway (set DNS_SERVER_IP to use another resolver): {}",
-                error_chain(&e)
+                crate::error_chain(&e)
             ),
             None,
         )]
@@ -234,17 +234,6 @@ fn url_port(url: &str) -> u16 {
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or(80)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 /// `KERNEL_PATH` / `BASE_ROOTFS_PATH` / `INITRD_PATH` must be readable files of the right format.

@@ -28,7 +28,7 @@ impl VmService {
             warnings.push(e.to_string());
         }
         if let Err(e) = self.detach_network(&vm).await {
-            warnings.push(super::network::chain(&e));
+            warnings.push(crate::error_chain(&e));
         }
         if let Err(e) = self.inner.storage.remove_vm(id).await {
             warnings.push(e.to_string());

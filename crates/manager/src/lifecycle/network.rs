@@ -167,10 +167,12 @@ impl VmService {
     /// Host half before the VMM launches: TAP on the bridge and the VM's rules, in one transaction.
     pub(super) async fn attach_network(&self, vm: &VmRecord) -> Result<(), Failed> {
         let net = self.network();
-        net.host
-            .add_vm(&net.vm_net_of(vm))
-            .await
-            .map_err(|e| Failed::host(format!("Host network setup failed: {}", chain(&e))))
+        net.host.add_vm(&net.vm_net_of(vm)).await.map_err(|e| {
+            Failed::host(format!(
+                "Host network setup failed: {}",
+                crate::error_chain(&e)
+            ))
+        })
     }
 
     /// Host half after the VMM exited: rules and TAP go; the address stays reserved. Idempotent.
@@ -182,7 +184,7 @@ impl VmService {
     /// As [`VmService::detach_network`], logging a failure (reconciliation removes leftovers).
     pub(super) async fn detach_network_logged(&self, vm: &VmRecord, when: &'static str) {
         if let Err(e) = self.detach_network(vm).await {
-            tracing::warn!(vm_id = %vm.id, error = %chain(&e), when, "removing host network");
+            tracing::warn!(vm_id = %vm.id, error = %crate::error_chain(&e), when, "removing host network");
         }
     }
 
@@ -209,16 +211,6 @@ impl VmService {
 }
 
 /// An error with its causes, `a: b: c`.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
 
 #[cfg(test)]
 mod tests {

@@ -17,10 +17,10 @@
 //! the live VMs in one transaction), run directories of VMs that are not running, per-VM directories
 //! without a row, and VMM processes carrying this manager's marker without a live VM — are removed.
 
-use super::network::chain;
 use super::VmService;
 use crate::db::reconcile::ReconcileRow;
 use crate::db::DbError;
+use crate::error_chain as chain;
 use crate::model::VmState;
 use rds_net::VmNet;
 use rds_vmm::VmRuntime;

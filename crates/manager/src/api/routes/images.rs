@@ -107,23 +107,12 @@ impl From<ImageError> for ApiError {
             E::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             E::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
             E::Io { .. } | E::Db(_) | E::Internal(_) => {
-                tracing::error!(error = %error_chain(&e), "image operation failed");
-                return ApiError::internal(error_chain(&e));
+                tracing::error!(error = %crate::error_chain(&e), "image operation failed");
+                return ApiError::internal(crate::error_chain(&e));
             }
         };
         ApiError::new(status, e.to_string())
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 /// An image id from the path: `img-<uuid>`, lowercased (`api.md` §1.8).
