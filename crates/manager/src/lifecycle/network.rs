@@ -210,8 +210,6 @@ impl VmService {
     }
 }
 
-/// An error with its causes, `a: b: c`.
-
 #[cfg(test)]
 mod tests {
     use super::*;
