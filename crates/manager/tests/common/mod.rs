@@ -196,6 +196,26 @@ impl TestManager {
     }
 }
 
+impl TestManager {
+    /// The last lines of every VM's console and VMM stderr, for failure messages.
+    pub fn console_tails(&self) -> String {
+        let mut out = String::new();
+        for id in vm_dirs(self) {
+            for log in ["console.log", "vmm.stderr.log"] {
+                let p = self.storage().join(format!("vms/{id}/logs/{log}"));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(25).collect();
+                out.push_str(&format!("--- {id} {log}\n"));
+                for l in tail.iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Names of entries under `vms/` of a manager's storage.
 pub fn vm_dirs(tm: &TestManager) -> Vec<String> {
     std::fs::read_dir(tm.storage().join("vms"))
@@ -245,7 +265,7 @@ impl TestManager {
     /// Creates a RUNNING VM and returns its id.
     pub async fn create_vm(&self, body: Value) -> String {
         let r = self.call(Method::POST, "/v1/vms", Some(body)).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+        assert_eq!(r.status, StatusCode::CREATED, "{}\n{}", r.json, self.console_tails());
         r.json["id"].as_str().unwrap().to_string()
     }
 }
