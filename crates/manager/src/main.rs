@@ -53,7 +53,12 @@ async fn main() -> ExitCode {
 }
 
 fn init_tracing(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::new(&settings.rust_log);
+    // netlink-packet-route warns on every link dump of a newer kernel's attributes; that is noise.
+    let mut directives = settings.rust_log.clone();
+    if !directives.contains("netlink_packet_route") {
+        directives.push_str(",netlink_packet_route=error");
+    }
+    let filter = tracing_subscriber::EnvFilter::new(directives);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
