@@ -17,15 +17,26 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (img, mnt) = (dir.path().join("xfs.img"), dir.path().join("mnt"));
     std::fs::create_dir(&mnt).unwrap();
-    std::fs::File::create(&img).unwrap().set_len(4 << 30).unwrap();
-    if !run(Command::new("mkfs.xfs").args(["-q", "-m", "reflink=1"]).arg(&img))
-        || !run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt))
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    if !run(Command::new("mkfs.xfs")
+        .args(["-q", "-m", "reflink=1"])
+        .arg(&img))
+        || !run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt))
     {
         println!("SKIP storage_bench: cannot make and mount an XFS loop image (root and xfsprogs needed)");
         return;
     }
     let ext4 = tempfile::tempdir_in("/var/tmp").unwrap();
-    for (mode, root) in [(CloneMode::Reflink, mnt.as_path()), (CloneMode::Copy, ext4.path())] {
+    for (mode, root) in [
+        (CloneMode::Reflink, mnt.as_path()),
+        (CloneMode::Copy, ext4.path()),
+    ] {
         bench(mode, root);
     }
     let _ = Command::new("umount").arg(&mnt).status();
@@ -35,7 +46,9 @@ fn bench(mode: CloneMode, root: &Path) {
     let src = root.join("base.ext4");
     let mut f = std::fs::File::create(&src).unwrap();
     f.set_len(1 << 30).unwrap();
-    let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
     for i in 0..256u64 {
         // 256 MiB of data spread over the 1 GiB file, like a filled ext4 image.
         f.seek(SeekFrom::Start(i * 4 << 20)).unwrap();

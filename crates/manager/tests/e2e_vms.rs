@@ -39,7 +39,13 @@ async fn vm_story() {
             Some(json!({"cpu": 1, "memMb": 512})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}\n{}", r.json, tm.console_tails());
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}\n{}",
+        r.json,
+        tm.console_tails()
+    );
     println!("create → 201 in {:?}", t.elapsed());
     let vm = r.json;
     let id = vm["id"].as_str().unwrap().to_string();

@@ -265,7 +265,13 @@ impl TestManager {
     /// Creates a RUNNING VM and returns its id.
     pub async fn create_vm(&self, body: Value) -> String {
         let r = self.call(Method::POST, "/v1/vms", Some(body)).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}\n{}", r.json, self.console_tails());
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}\n{}",
+            r.json,
+            self.console_tails()
+        );
         r.json["id"].as_str().unwrap().to_string()
     }
 }
