@@ -51,7 +51,7 @@ fn bench(mode: CloneMode, root: &Path) {
         .collect();
     for i in 0..256u64 {
         // 256 MiB of data spread over the 1 GiB file, like a filled ext4 image.
-        f.seek(SeekFrom::Start(i * 4 << 20)).unwrap();
+        f.seek(SeekFrom::Start((i * 4) << 20)).unwrap();
         f.write_all(&chunk).unwrap();
     }
     f.sync_all().unwrap();
