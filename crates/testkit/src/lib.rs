@@ -5,6 +5,7 @@
 mod postgres;
 
 pub use postgres::{TestPostgres, TEST_DATABASE_URL};
+pub mod netns;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -310,7 +310,7 @@ pub async fn delete_initrd(
 
 #[utoipa::path(put, path = "/images/{id}/bundle", tag = "images", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
     params(("id" = String, Path, description = "Image id (img-<uuid>)")),
-    request_body(content = Vec<u8>, content_type = "application/zip", description = "zip with vmlinux, initrd and/or rootfs.ext4 at the top level or one folder deep, at most 3 GiB (also accepted as application/x-zip, application/x-zip-compressed, application/octet-stream)"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "zip with vmlinux, initrd and/or rootfs.ext4 at the top level or one folder deep, at most 3 GiB (also accepted as application/zip, application/x-zip, application/x-zip-compressed)"),
     responses((status = 204, description = "Stored"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
               (status = 507, body = ErrorBody)))]
