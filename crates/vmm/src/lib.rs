@@ -7,6 +7,7 @@
 
 mod error;
 pub mod firecracker;
+mod fsutil;
 pub mod probe;
 pub mod process;
 pub mod qemu;

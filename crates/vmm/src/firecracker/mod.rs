@@ -353,7 +353,7 @@ impl FirecrackerBackend {
         self.drains.stop(vm_id).await;
         let mut errors = Vec::new();
         let jail = self.jail(vm_id);
-        if let Err(e) = remove_dir(&jail.dir).await {
+        if let Err(e) = crate::fsutil::remove_dir(&jail.dir).await {
             errors.push(e);
         }
         if let Err(e) = remove_run_dir(run_dir).await {
@@ -474,22 +474,10 @@ fn mkdir_mode(path: &Path, mode: u32) -> Result<(), VmmError> {
         .map_err(|e| VmmError::io("chmod", path, e))
 }
 
-async fn remove_dir(dir: &Path) -> Result<(), VmmError> {
-    let owned = dir.to_path_buf();
-    let r = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&owned))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    match r {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(VmmError::io("remove", dir, e)),
-    }
-}
-
 /// `vms/<id>/run`: the link to the jail (or a QEMU run directory left from an earlier backend).
 async fn remove_run_dir(run_dir: &Path) -> Result<(), VmmError> {
     match std::fs::symlink_metadata(run_dir) {
-        Ok(m) if m.is_dir() => remove_dir(run_dir).await,
+        Ok(m) if m.is_dir() => crate::fsutil::remove_dir(run_dir).await,
         Ok(_) => jail::remove_file(run_dir),
         Err(_) => Ok(()),
     }
@@ -603,7 +591,7 @@ impl VmmBackend for FirecrackerBackend {
                 ))
             });
         if let Err(e) = built {
-            let _ = remove_dir(&jail.dir).await;
+            let _ = crate::fsutil::remove_dir(&jail.dir).await;
             return Err(e);
         }
         std::fs::create_dir_all(&spec.logs_dir)

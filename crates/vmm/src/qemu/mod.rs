@@ -227,18 +227,6 @@ fn check_input(path: &Path) -> Result<(), VmmError> {
     }
 }
 
-async fn remove_dir(dir: &Path) -> Result<(), VmmError> {
-    let owned = dir.to_path_buf();
-    let r = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&owned))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    match r {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(VmmError::io("remove", dir, e)),
-    }
-}
-
 #[async_trait]
 impl VmmBackend for QemuBackend {
     fn capabilities(&self) -> &Capabilities {
@@ -256,7 +244,7 @@ impl VmmBackend for QemuBackend {
         }
         // Leftovers of an earlier run: its helper (if it survived) and the whole directory.
         helper::kill(&l).await;
-        remove_dir(&l.run_dir).await?;
+        crate::fsutil::remove_dir(&l.run_dir).await?;
         std::fs::create_dir_all(&l.run_dir).map_err(|e| VmmError::io("create", &l.run_dir, e))?;
         // The helper runs as the VMM uid and creates its sockets here; QEMU chroots into it.
         std::fs::set_permissions(&l.run_dir, std::fs::Permissions::from_mode(0o700))
@@ -320,7 +308,7 @@ impl VmmBackend for QemuBackend {
     async fn cleanup(&self, vm: &VmRuntime) -> Result<(), VmmError> {
         let l = Layout::of_runtime(vm);
         helper::kill(&l).await;
-        remove_dir(&l.run_dir).await
+        crate::fsutil::remove_dir(&l.run_dir).await
     }
 }
 
