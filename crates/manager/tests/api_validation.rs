@@ -69,7 +69,16 @@ async fn auth_and_routing() {
     assert_eq!(r.headers["x-content-type-options"], "nosniff");
     let r = tm.send(no_key("/readyz")).await;
     assert_eq!(r.json["backend"], "qemu");
-    assert_eq!(r.json["checks"]["database"], "ok");
+    for check in [
+        "database",
+        "reconciliation",
+        "network",
+        "storage",
+        "backend",
+    ] {
+        assert_eq!(r.json["checks"][check], "ok", "{check}: {}", r.json);
+    }
+    assert_eq!(r.json["status"], "ready");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod execlog;
 mod files;
 mod network;
 mod ops;
+mod readiness;
 mod ready;
 mod reconcile;
 mod start;

@@ -63,6 +63,10 @@ impl Network {
         &self.host
     }
 
+    pub fn settings(&self) -> &NetworkSettings {
+        &self.settings
+    }
+
     /// Starts the DNS forwarder on gateway:53 unless `DNS_SERVER_IP` is set. Idempotent.
     pub async fn start_dns(&self) -> Result<(), NetError> {
         if !self.settings.host.dns_forwarder {
@@ -155,7 +159,7 @@ fn hostname(id: &str) -> String {
 }
 
 impl VmService {
-    fn network(&self) -> &Network {
+    pub(super) fn network(&self) -> &Network {
         &self.inner.net
     }
 

@@ -15,18 +15,23 @@ pub async fn healthz() -> Json<Value> {
     responses((status = 200, description = "Ready: backend, accel, kvmProbe, checks"), (status = 503, description = "Not ready")))]
 pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     let b = &st.backend_info;
-    let database = match st.vms.ping_db().await {
+    let verdict = |r: Result<(), String>| match r {
         Ok(()) => "ok".to_string(),
         Err(e) => format!("failed: {e}"),
     };
-    let ready = database == "ok";
+    let database = verdict(st.vms.ping_db().await.map_err(|e| e.to_string()));
+    let storage = verdict(st.vms.storage_check().await);
+    let network = verdict(st.vms.network_check().await);
+    let ready = [&database, &storage, &network].iter().all(|c| *c == "ok");
     let mut body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "backend": b.backend,
         "accel": b.accel,
         "kvmProbe": b.kvm_probe,
         "backendReason": b.reason,
-        "checks": { "database": database, "reconciliation": "ok", "backend": "ok" },
+        // Reconciliation finished before the API opened; the backend was selected (and would
+        // have stopped startup) before that.
+        "checks": { "database": database, "reconciliation": "ok", "network": network, "storage": storage, "backend": "ok" },
     });
     if ready {
         (StatusCode::OK, Json(body))
