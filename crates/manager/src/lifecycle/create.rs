@@ -109,8 +109,14 @@ impl VmService {
         let Err(failed) = result else {
             return Ok(());
         };
+        let was_launched = launched.is_some();
         let rt = launched.unwrap_or_else(|| self.idle_runtime(&vm.id));
         self.inner.backend.kill(&rt).await;
+        if was_launched {
+            // Reap it: nothing else waits for a VMM whose boot failed.
+            let reaped = self.inner.backend.wait_exit(&rt);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reaped).await;
+        }
         if let Err(e) = self.inner.backend.cleanup(&rt).await {
             tracing::warn!(vm_id = %vm.id, error = %e, "cleanup after failed boot");
         }
