@@ -147,23 +147,7 @@ pub fn exec(o: &Obj, limits: &Limits) -> Result<(ExecRequest, u64), ApiError> {
         Some(_) => return Err(ApiError::bad_request("cwd must be a string")),
     };
     let env = env_map(field(o, "env"))?;
-    let max = limits.max_exec_timeout_ms;
-    let timeout_ms = match field(o, "timeoutMs") {
-        None => 30_000.min(max),
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 && n <= max => n,
-            Some(n) if n > max => {
-                return Err(ApiError::bad_request(format!(
-                    "timeoutMs exceeds maxExecTimeoutMs={max}"
-                )))
-            }
-            _ => {
-                return Err(ApiError::bad_request(
-                    "timeoutMs must be a positive integer",
-                ))
-            }
-        },
-    };
+    let timeout_ms = timeout(o, limits.max_exec_timeout_ms, "maxExecTimeoutMs")?;
     let req = ExecRequest {
         cmd,
         cwd,
@@ -171,6 +155,23 @@ pub fn exec(o: &Obj, limits: &Limits) -> Result<(ExecRequest, u64), ApiError> {
         timeout_ms: Some(timeout_ms),
     };
     Ok((req, timeout_ms))
+}
+
+/// `timeoutMs`: an integer 1..=`max`, default min(30000, max); `limit_name` names the cap in the
+/// message (`maxExecTimeoutMs`, `maxRunTsTimeoutMs`).
+fn timeout(o: &Obj, max: u64, limit_name: &str) -> Result<u64, ApiError> {
+    match field(o, "timeoutMs") {
+        None => Ok(30_000.min(max)),
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            Some(n) if n > max => Err(ApiError::bad_request(format!(
+                "timeoutMs exceeds {limit_name}={max}"
+            ))),
+            _ => Err(ApiError::bad_request(
+                "timeoutMs must be a positive integer",
+            )),
+        },
+    }
 }
 
 fn env_map(v: Option<&Value>) -> Result<BTreeMap<String, String>, ApiError> {
@@ -384,23 +385,7 @@ pub fn run(
             )));
         }
     }
-    let max = limits.max_runts_timeout_ms;
-    let timeout_ms = match field(o, "timeoutMs") {
-        None => 30_000.min(max),
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 && n <= max => n,
-            Some(n) if n > max => {
-                return Err(ApiError::bad_request(format!(
-                    "timeoutMs exceeds maxRunTsTimeoutMs={max}"
-                )))
-            }
-            _ => {
-                return Err(ApiError::bad_request(
-                    "timeoutMs must be a positive integer",
-                ))
-            }
-        },
-    };
+    let timeout_ms = timeout(o, limits.max_runts_timeout_ms, "maxRunTsTimeoutMs")?;
     let (deno_flags, node_flags) = if deno {
         (flags, Vec::new())
     } else {
