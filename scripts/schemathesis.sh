@@ -16,6 +16,13 @@ if [[ ! -x "$VENV/bin/schemathesis" ]]; then
   "$VENV/bin/pip" install -q 'schemathesis==4.32.5' >&2
 fi
 
+# After the install above (pip needs the registry): the manager sets up its bridge, TAPs and
+# nftables tables, so run it in a private network namespace.
+if [[ "${RDS_IN_NETNS:-}" != 1 ]]; then
+  exec env RDS_IN_NETNS=1 unshare -n "$0" "$@"
+fi
+ip link set lo up
+
 work=$(mktemp -d)
 chmod 711 "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
