@@ -134,17 +134,7 @@ pub fn open_dir(
     path: &WorkspacePath,
     resolver: Resolver,
 ) -> Result<OwnedFd, OpenError> {
-    let root_fd = open_root(root).map_err(|source| OpenError::Root {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    if resolver == Resolver::Auto {
-        match openat2_beneath(&root_fd, path.relative()) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {}
-            other => return other.map_err(classify),
-        }
-    }
-    walk(root_fd, path.relative(), false)
+    open_beneath(root, path, resolver, false)
 }
 
 /// Opens `path` (already normalised) as an `O_PATH` handle beneath `root`, whatever its type; symlinks
@@ -155,17 +145,33 @@ pub fn open_any(
     path: &WorkspacePath,
     resolver: Resolver,
 ) -> Result<OwnedFd, OpenError> {
+    open_beneath(root, path, resolver, true)
+}
+
+/// `openat2(RESOLVE_BENEATH)` where the kernel has it, else the component walk; `any` lifts the
+/// directory requirement on the last component.
+fn open_beneath(
+    root: &Path,
+    path: &WorkspacePath,
+    resolver: Resolver,
+    any: bool,
+) -> Result<OwnedFd, OpenError> {
     let root_fd = open_root(root).map_err(|source| OpenError::Root {
         path: root.to_path_buf(),
         source,
     })?;
     if resolver == Resolver::Auto {
-        match openat2_flags(&root_fd, path.relative(), libc::O_PATH | libc::O_CLOEXEC) {
+        let dir = if any { 0 } else { libc::O_DIRECTORY };
+        match openat2_flags(
+            &root_fd,
+            path.relative(),
+            libc::O_PATH | dir | libc::O_CLOEXEC,
+        ) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {}
             other => return other.map_err(classify),
         }
     }
-    walk(root_fd, path.relative(), true)
+    walk(root_fd, path.relative(), any)
 }
 
 /// Reopens an `O_PATH` handle for reading, with the permission check of the calling thread's
@@ -219,14 +225,6 @@ fn owned(fd: RawFd) -> io::Result<OwnedFd> {
         // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
-}
-
-fn openat2_beneath(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
-    openat2_flags(
-        root,
-        rel,
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-    )
 }
 
 fn openat2_flags(root: &OwnedFd, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
