@@ -85,6 +85,12 @@ fn random_targz(n: usize) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
+/// One result line: label, unit, p50 and p90 of the samples.
+fn row(label: &str, unit: &str, samples: &mut [f64]) {
+    let (p50, p90) = (pct(samples, 0.5), pct(samples, 0.9));
+    println!("{label:<23} p50 {p50:.2} {unit}  p90 {p90:.2} {unit}");
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -282,26 +288,10 @@ async fn main() {
     let _ = manager.wait();
 
     println!("vm_bench (QEMU TCG, 1 vCPU / 512 MiB, {boots} boots, {execs} calls)");
-    println!(
-        "create -> 201           p50 {:.2} s  p90 {:.2} s",
-        pct(&mut to_201.clone(), 0.5),
-        pct(&mut to_201, 0.9)
-    );
-    println!(
-        "create -> first exec    p50 {:.2} s  p90 {:.2} s",
-        pct(&mut to_exec.clone(), 0.5),
-        pct(&mut to_exec, 0.9)
-    );
-    println!(
-        "exec `true` via API     p50 {:.2} ms p90 {:.2} ms",
-        pct(&mut rt.clone(), 0.5),
-        pct(&mut rt, 0.9)
-    );
-    println!(
-        "raw vsock GET /health   p50 {:.2} ms p90 {:.2} ms",
-        pct(&mut raw.clone(), 0.5),
-        pct(&mut raw, 0.9)
-    );
+    row("create -> 201", "s", &mut to_201);
+    row("create -> first exec", "s", &mut to_exec);
+    row("exec `true` via API", "ms", &mut rt);
+    row("raw vsock GET /health", "ms", &mut raw);
     println!(
         "run-ts console.log(1)   cold {:.2} s  warm p50 {:.2} s",
         ts_cold,
