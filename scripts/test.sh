@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs dependencies, builds the guest image (cached), starts the test
 # Postgres server, then lints and runs every test, including end-to-end tests that boot real QEMU
-# guests and the DB tests on SQLite and Postgres.
+# guests; the DB story and every test of the manager's API run on SQLite and again on Postgres.
 # RDS_REQUIRE_E2E=1 (set by CI) turns a missing prerequisite into a failure instead of a skip.
 set -euo pipefail
 
@@ -23,7 +23,16 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 RDS_TEST_IMAGE_DIR="$image" VHOST_VSOCK_BIN="$vhost" cargo test --workspace -- --nocapture 2>&1 | tee "$log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1
-echo "[test] schemathesis against a manager with the real image (no 5xx allowed)" >&2
+# The same API tests (real guests included) with every test manager on a Postgres database of its own.
+echo "[test] the manager's API tests again on Postgres (RDS_TEST_DB=postgres)" >&2
+api_tests=()
+for t in crates/manager/tests/{api,e2e}_*.rs; do api_tests+=(--test "$(basename "$t" .rs)"); done
+RDS_TEST_DB=postgres RDS_TEST_IMAGE_DIR="$image" VHOST_VSOCK_BIN="$vhost" \
+  cargo test -p rds-manager "${api_tests[@]}" -- --nocapture 2>&1 | tee -a "$log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1
+echo "[test] schemathesis against a manager with the real image (no 5xx allowed), SQLite then Postgres" >&2
 scripts/schemathesis.sh "$image" "$vhost"
+RDS_SCHEMATHESIS_SECONDS=${RDS_SCHEMATHESIS_SECONDS:-60} \
+  scripts/schemathesis.sh "$image" "$vhost" "$RDS_TEST_DATABASE_URL"
 # One closing line over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

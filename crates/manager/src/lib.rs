@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 mod startup;
 pub mod storage;
+pub mod telemetry;
 pub mod vmlogs;
 
 pub use startup::{build, serve, App};

@@ -1,6 +1,6 @@
 //! `run-dat-sheesh`: parse the environment, check it, start the manager on `0.0.0.0:PORT`.
 
-use rds_manager::config::{LogFormat, Settings};
+use rds_manager::config::Settings;
 use std::collections::HashMap;
 use std::process::ExitCode;
 
@@ -19,7 +19,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_tracing(&settings);
+    let telemetry = match rds_manager::telemetry::init(&settings) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     for w in settings.warnings() {
         tracing::warn!("{w}");
     }
@@ -49,23 +55,8 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     tracing::info!("stopped; VMs keep running for re-adoption");
+    telemetry.shutdown();
     ExitCode::SUCCESS
-}
-
-fn init_tracing(settings: &Settings) {
-    // netlink-packet-route warns on every link dump of a newer kernel's attributes; that is noise.
-    let mut directives = settings.rust_log.clone();
-    if !directives.contains("netlink_packet_route") {
-        directives.push_str(",netlink_packet_route=error");
-    }
-    let filter = tracing_subscriber::EnvFilter::new(directives);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
-    }
 }
 
 async fn shutdown_signal() {

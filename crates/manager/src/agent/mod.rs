@@ -132,6 +132,11 @@ impl AgentClient {
     }
 
     /// Starts a download; the body is streamed to the caller under the binary cap and deadline.
+    #[tracing::instrument(
+        name = "agent.call",
+        skip_all,
+        fields(agent.method = "GET", agent.path = %without_query(path_and_query))
+    )]
     pub async fn download(&self, path_and_query: &str) -> Result<Download, AgentError> {
         let deadline = Instant::now() + self.cfg.binary_timeout;
         let budget = self.cfg.max_binary_response_bytes;
@@ -165,6 +170,11 @@ impl AgentClient {
             .saturating_sub(HEADER_ALLOWANCE)
     }
 
+    #[tracing::instrument(
+        name = "agent.call",
+        skip_all,
+        fields(agent.method = %method, agent.path = %without_query(path))
+    )]
     async fn call(
         &self,
         method: Method,
@@ -322,6 +332,11 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AgentError> {
 }
 
 /// Agent messages reaching API clients are cut to 2048 characters (`security.md` §4).
+/// Span fields name the agent route only: queries carry caller-chosen paths.
+fn without_query(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(p, _)| p)
+}
+
 pub fn truncate_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => s[..i].to_string(),

@@ -4,7 +4,7 @@
 use super::error::InternalDetail;
 use super::AppState;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -29,7 +29,25 @@ pub async fn request_envelope(State(state): State<AppState>, req: Request, next:
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let span = tracing::info_span!("request", request_id = %id, %method);
+    // The route template, not the path: ids stay out of span names (OTel HTTP conventions).
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let name = match &route {
+        Some(r) => format!("{method} {r}"),
+        None => method.to_string(),
+    };
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        request_id = %id,
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
     let started = std::time::Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     if let Some(InternalDetail(detail)) = resp.extensions_mut().remove::<InternalDetail>() {
@@ -63,6 +81,10 @@ pub async fn request_envelope(State(state): State<AppState>, req: Request, next:
         HeaderValue::from_static("nosniff"),
     );
     let status = resp.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     let ms = started.elapsed().as_millis() as u64;
     if path == "/healthz" || path == "/readyz" {
         tracing::debug!(parent: &span, status, ms, "request");

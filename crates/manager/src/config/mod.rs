@@ -41,7 +41,17 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     pub webhook_allow_private: bool,
     pub vm_secret_key: Option<String>,
-    pub otel_endpoint: Option<String>,
+    pub otel: OtelSettings,
+}
+
+/// OTLP/HTTP trace export (`config.md` §3): off unless an endpoint is set.
+#[derive(Debug, Clone)]
+pub struct OtelSettings {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, the collector's base URL (`/v1/traces` is appended).
+    pub endpoint: Option<String>,
+    pub service_name: String,
+    /// `OTEL_DIAGNOSTIC_LOG_LEVEL` as a tracing level directive (`off`, `error` … `trace`).
+    pub diagnostic_level: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -350,16 +360,7 @@ impl Settings {
         {
             e.fail("VM_SECRET_KEY", "must be at least 32 characters");
         }
-        let otel_endpoint = e.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_string);
-        if otel_endpoint
-            .as_ref()
-            .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
-        {
-            e.fail(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "must be an http or https URL",
-            );
-        }
+        let otel = otel_settings(&mut e);
 
         if !e.errors.is_empty() {
             return Err(e.errors);
@@ -391,7 +392,7 @@ impl Settings {
             rate_limits,
             webhook_allow_private,
             vm_secret_key,
-            otel_endpoint,
+            otel,
         })
     }
 
@@ -412,6 +413,41 @@ impl Settings {
 
     pub fn default_disk_mb(&self) -> u64 {
         self.disks.overlay_size_bytes / MIB
+    }
+}
+
+fn otel_settings(e: &mut Env) -> OtelSettings {
+    let endpoint = e.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_string);
+    if let Some(url) = &endpoint {
+        let valid = url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !valid {
+            e.fail(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "must be an http or https URL",
+            );
+        }
+    }
+    let service_name = e.string("OTEL_SERVICE_NAME", "run-dat-sheesh-manager");
+    if service_name.trim().is_empty() {
+        e.fail("OTEL_SERVICE_NAME", "must not be empty");
+    }
+    let diagnostic_level = e.get("OTEL_DIAGNOSTIC_LOG_LEVEL").is_some().then(|| {
+        let levels = ["NONE", "ERROR", "WARN", "INFO", "DEBUG", "VERBOSE", "ALL"];
+        match e.choice("OTEL_DIAGNOSTIC_LOG_LEVEL", "WARN", &levels) {
+            "NONE" => "off",
+            "ERROR" => "error",
+            "WARN" => "warn",
+            "INFO" => "info",
+            "DEBUG" => "debug",
+            _ => "trace",
+        }
+    });
+    OtelSettings {
+        endpoint,
+        service_name,
+        diagnostic_level,
     }
 }
 
@@ -490,5 +526,38 @@ mod tests {
             "{}",
             errs[0].reason
         );
+    }
+
+    #[test]
+    fn otel_export_is_off_by_default_and_checked_when_set() {
+        let s = Settings::from_env(&base()).unwrap();
+        assert_eq!(s.otel.endpoint, None);
+        assert_eq!(s.otel.service_name, "run-dat-sheesh-manager");
+        assert_eq!(s.otel.diagnostic_level, None);
+
+        let mut vars = base();
+        vars.insert(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            "http://127.0.0.1:4318".into(),
+        );
+        vars.insert("OTEL_SERVICE_NAME".into(), "rds-a".into());
+        vars.insert("OTEL_DIAGNOSTIC_LOG_LEVEL".into(), "verbose".into());
+        let s = Settings::from_env(&vars).unwrap();
+        assert_eq!(s.otel.endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+        assert_eq!(s.otel.service_name, "rds-a");
+        assert_eq!(s.otel.diagnostic_level, Some("trace"));
+
+        for (name, value) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
+            ("OTEL_SERVICE_NAME", " "),
+            ("OTEL_DIAGNOSTIC_LOG_LEVEL", "LOUD"),
+        ] {
+            let mut vars = base();
+            vars.insert(name.into(), value.into());
+            let errs = Settings::from_env(&vars).unwrap_err();
+            assert_eq!(errs[0].variable, name, "{value}");
+        }
     }
 }

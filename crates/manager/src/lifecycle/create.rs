@@ -8,6 +8,7 @@ use crate::db::{CreateVmError, NewVm};
 use crate::model::{ImageRecord, VmRecord, VmState};
 use rds_vmm::{VmRuntime, VmSpec};
 use std::path::PathBuf;
+use tracing::{info_span, Instrument};
 
 /// A validated create request.
 #[derive(Debug, Clone)]
@@ -38,6 +39,7 @@ impl Failed {
 }
 
 impl VmService {
+    #[tracing::instrument(name = "vm.create", skip_all, fields(vm_id = tracing::field::Empty))]
     pub async fn create(&self, req: CreateVm) -> Result<VmRecord, LifecycleError> {
         let image = self.resolve_image(req.image_id.as_deref()).await?;
         let new = NewVm {
@@ -65,6 +67,7 @@ impl VmService {
                     CreateVmError::Db(e) => LifecycleError::Db(e),
                 })?
         };
+        tracing::Span::current().record("vm_id", vm.id.as_str());
         tracing::info!(vm_id = %vm.id, cpu = vm.cpu, mem_mb = vm.mem_mb, "vm.created");
         let guard = self.begin_op(&vm.id, "create")?;
         self.boot_vm(&vm, &image, &guard, VmState::Error).await?;
@@ -157,6 +160,7 @@ impl VmService {
         if !disk.exists() {
             storage
                 .create_vm_disk(&vm.id, vm.disk_size_mb)
+                .instrument(info_span!("storage.provision_disk"))
                 .await
                 .map_err(Failed::host)?;
         }
@@ -166,19 +170,30 @@ impl VmService {
             .await
             .map_err(Failed::host)?;
         // Host rules before the VMM exists: a VM never runs with missing rules.
-        self.attach_network(vm).await?;
+        self.attach_network(vm)
+            .instrument(info_span!("net.attach"))
+            .await?;
         let spec = self.spec_for(vm, image, disk);
         let backend = &self.inner.backend;
-        backend.prepare(&spec).await.map_err(Failed::host)?;
-        let rt = backend.boot(&spec).await.map_err(Failed::host)?;
+        let rt = async {
+            backend.prepare(&spec).await?;
+            backend.boot(&spec).await
+        }
+        .instrument(info_span!("vmm.boot"))
+        .await
+        .map_err(Failed::host)?;
         *launched = Some(rt.clone());
         self.inner
             .db
             .set_runtime(&vm.id, rt.pid, rt.start_time, &rt.boot_id)
             .await
             .map_err(Failed::host)?;
-        self.wait_ready(&rt, &guard.cancel).await?;
-        self.provision_guest(vm).await?;
+        self.wait_ready(&rt, &guard.cancel)
+            .instrument(info_span!("agent.wait_ready"))
+            .await?;
+        self.provision_guest(vm)
+            .instrument(info_span!("guest.provision"))
+            .await?;
         self.inner
             .db
             .set_running(&vm.id, "boot")

@@ -6,6 +6,7 @@ use super::{LifecycleError, VmService};
 use std::time::Duration;
 
 impl VmService {
+    #[tracing::instrument(name = "vm.destroy", skip_all, fields(vm_id = %id))]
     pub async fn destroy(&self, id: &str) -> Result<(), LifecycleError> {
         self.get(id).await?;
         let _guard = self.begin_destroy(id).await;

@@ -17,6 +17,7 @@ pub enum Runtime {
 }
 
 impl VmService {
+    #[tracing::instrument(name = "vm.exec", skip_all, fields(vm_id = %id))]
     pub async fn exec(
         &self,
         id: &str,
@@ -37,6 +38,7 @@ impl VmService {
     }
 
     /// run-ts / run-js. `allowNet` is the manager's decision (egress policy), never the caller's.
+    #[tracing::instrument(name = "vm.run", skip_all, fields(vm_id = %id))]
     pub async fn run(
         &self,
         id: &str,

@@ -19,6 +19,7 @@ pub fn encode_query_value(v: &str) -> String {
 }
 
 impl VmService {
+    #[tracing::instrument(name = "vm.files.upload", skip_all, fields(vm_id = %id))]
     pub async fn upload(
         &self,
         id: &str,
@@ -34,6 +35,7 @@ impl VmService {
         }
     }
 
+    #[tracing::instrument(name = "vm.files.download", skip_all, fields(vm_id = %id))]
     pub async fn download(&self, id: &str, path: &str) -> Result<Download, LifecycleError> {
         self.running(id).await?;
         let q = format!(

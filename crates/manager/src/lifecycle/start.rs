@@ -5,6 +5,7 @@ use super::{LifecycleError, VmService};
 use crate::model::VmState;
 
 impl VmService {
+    #[tracing::instrument(name = "vm.start", skip_all, fields(vm_id = %id))]
     pub async fn start(&self, id: &str) -> Result<(), LifecycleError> {
         let guard = self.begin_op(id, "start")?;
         let vm = self.get(id).await?;

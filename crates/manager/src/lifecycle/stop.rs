@@ -11,6 +11,7 @@ const GRACEFUL_BOUND: Duration = Duration::from_secs(10);
 const KILL_BOUND: Duration = Duration::from_secs(3);
 
 impl VmService {
+    #[tracing::instrument(name = "vm.stop", skip_all, fields(vm_id = %id))]
     pub async fn stop(&self, id: &str) -> Result<(), LifecycleError> {
         let _guard = self.begin_op(id, "stop")?;
         let vm = self.get(id).await?;

@@ -1,6 +1,10 @@
-//! An in-process manager for tests: fresh storage and SQLite per test, router called with `oneshot`.
-//! Each manager lives in a network namespace of its own (`netns.rs`), so its bridge, TAPs and
-//! nftables rules never touch the host network; requests run on the manager's runtime there.
+//! An in-process manager for tests: fresh storage and database per test, router called with
+//! `oneshot`. Each manager lives in a network namespace of its own (`netns.rs`), so its bridge, TAPs
+//! and nftables rules never touch the host network; requests run on the manager's runtime there.
+//!
+//! The database is SQLite unless `RDS_TEST_DB=postgres`: then every manager gets a database of its
+//! own on the server `RDS_TEST_DATABASE_URL` names, so the same tests run on both dialects
+//! (`scripts/test.sh` runs the manager's API tests a second time that way).
 #![allow(dead_code)]
 
 pub mod netns;
@@ -25,6 +29,7 @@ pub struct TestManager {
     pub settings: Settings,
     resolv: Option<PathBuf>,
     pub dir: tempfile::TempDir,
+    _pg: Option<rds_testkit::TestPostgres>,
 }
 
 impl Drop for TestManager {
@@ -68,39 +73,7 @@ impl TestManager {
         opts: Opts,
     ) -> TestManager {
         let dir = tempfile::tempdir().expect("tempdir");
-        // The VMM's helpers run as JAILER_UID and must traverse to their run directory.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-        let mut env: HashMap<String, String> = [
-            ("API_KEY", KEY),
-            ("ADMIN_EMAIL", "admin@example.com"),
-            ("ADMIN_PASSWORD", "admin-password-123"),
-            ("VHOST_VSOCK_BIN", vhost),
-            // TCG boots take seconds, longer while the other core compiles.
-            ("VSOCK_HEALTH_TIMEOUT_MS", "120000"),
-            ("OVERLAY_SIZE_BYTES", "268435456"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        env.insert(
-            "STORAGE_ROOT".into(),
-            dir.path().join("s").display().to_string(),
-        );
-        env.insert(
-            "SQLITE_PATH".into(),
-            dir.path().join("db/manager.db").display().to_string(),
-        );
-        if let Some(img) = image {
-            env.insert("KERNEL_PATH".into(), img.kernel.display().to_string());
-            env.insert("BASE_ROOTFS_PATH".into(), img.rootfs.display().to_string());
-            if let Some(i) = &img.initrd {
-                env.insert("INITRD_PATH".into(), i.display().to_string());
-            }
-        }
-        for (k, v) in extra {
-            env.insert(k.to_string(), v.to_string());
-        }
+        let (env, pg) = test_env(&dir, image, vhost, extra).await;
         let settings = Settings::from_env(&env).expect("test settings");
         let resolv = opts.resolv_conf.map(|text| {
             let p = dir.path().join("resolv.conf");
@@ -118,6 +91,7 @@ impl TestManager {
             settings,
             resolv,
             dir,
+            _pg: pg,
         }
     }
 
@@ -213,6 +187,69 @@ impl TestManager {
             }
         }
         out
+    }
+}
+
+/// The environment of a test manager, in-process or a real process: test defaults, storage and
+/// database under `dir`, the guest image, then `extra`. With `RDS_TEST_DB=postgres` the database is
+/// a fresh one on the test server, dropped with the returned handle.
+pub async fn test_env(
+    dir: &tempfile::TempDir,
+    image: Option<&GuestImage>,
+    vhost: &str,
+    extra: &[(&str, &str)],
+) -> (HashMap<String, String>, Option<rds_testkit::TestPostgres>) {
+    // The VMM's helpers run as JAILER_UID and must traverse to their run directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut env: HashMap<String, String> = [
+        ("API_KEY", KEY),
+        ("ADMIN_EMAIL", "admin@example.com"),
+        ("ADMIN_PASSWORD", "admin-password-123"),
+        ("VHOST_VSOCK_BIN", vhost),
+        // TCG boots take seconds, longer while the other core compiles.
+        ("VSOCK_HEALTH_TIMEOUT_MS", "120000"),
+        ("OVERLAY_SIZE_BYTES", "268435456"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.insert(
+        "STORAGE_ROOT".into(),
+        dir.path().join("s").display().to_string(),
+    );
+    env.insert(
+        "SQLITE_PATH".into(),
+        dir.path().join("db/manager.db").display().to_string(),
+    );
+    if let Some(img) = image {
+        env.insert("KERNEL_PATH".into(), img.kernel.display().to_string());
+        env.insert("BASE_ROOTFS_PATH".into(), img.rootfs.display().to_string());
+        if let Some(i) = &img.initrd {
+            env.insert("INITRD_PATH".into(), i.display().to_string());
+        }
+    }
+    let pg = test_database().await;
+    if let Some(pg) = &pg {
+        env.insert("DB_DIALECT".into(), "postgres".into());
+        env.insert("DATABASE_URL".into(), pg.url().to_string());
+    }
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    (env, pg)
+}
+
+/// A Postgres database for one manager when `RDS_TEST_DB=postgres`, `None` for SQLite.
+async fn test_database() -> Option<rds_testkit::TestPostgres> {
+    match std::env::var("RDS_TEST_DB").as_deref() {
+        Ok("postgres") => Some(
+            rds_testkit::TestPostgres::create("manager")
+                .await
+                .expect("RDS_TEST_DB=postgres needs RDS_TEST_DATABASE_URL"),
+        ),
+        Ok("sqlite") | Err(_) => None,
+        Ok(other) => panic!("RDS_TEST_DB must be sqlite or postgres, got {other:?}"),
     }
 }
 

@@ -53,13 +53,72 @@ fn private_resolv_conf(resolv: &std::path::Path) {
     }
 }
 
-/// A manager built and running on its own runtime inside a namespace. Dropping it stops the
-/// runtime (like a killed manager: VMM processes, in their own sessions, keep running).
-pub struct Hosted {
-    pub app: rds_manager::App,
+/// A multi-thread tokio runtime whose threads live in a namespace (and, with `resolv`, see that
+/// file as `/etc/resolv.conf`): sockets, netlink and processes made by its tasks belong there.
+pub struct NsRuntime {
     handle: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NsRuntime {
+    pub fn start(ns: &str, resolv: Option<std::path::PathBuf>) -> NsRuntime {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let name = ns.to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("ns-{name}"))
+            .spawn(move || {
+                enter(&name);
+                if let Some(r) = &resolv {
+                    private_resolv_conf(r);
+                }
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("namespace runtime");
+                let _ = ready_tx.send(rt.handle().clone());
+                let _ = rt.block_on(stop_rx);
+                rt.shutdown_timeout(Duration::from_secs(2));
+            })
+            .expect("namespace thread");
+        let handle = ready_rx.recv().expect("namespace runtime started");
+        NsRuntime {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `f` on the runtime (inside its namespace) and returns its output.
+    pub async fn run<F>(&self, f: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle
+            .spawn(f)
+            .await
+            .expect("task on the namespace runtime")
+    }
+}
+
+impl Drop for NsRuntime {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A manager built and running on its own runtime inside a namespace. Dropping it stops the
+/// runtime (like a killed manager: VMM processes, in their own sessions, keep running).
+pub struct Hosted {
+    // Field order is drop order: the runtime stops first, as with a killed manager.
+    rt: NsRuntime,
+    pub app: rds_manager::App,
 }
 
 impl Hosted {
@@ -70,56 +129,17 @@ impl Hosted {
         settings: Settings,
         resolv: Option<std::path::PathBuf>,
     ) -> Result<Hosted, String> {
-        type Ready = Result<
-            (
-                rds_manager::App,
-                tokio::runtime::Handle,
-                tokio::sync::oneshot::Sender<()>,
-            ),
-            String,
-        >;
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Ready>();
-        let name = ns.to_string();
-        let thread = std::thread::Builder::new()
-            .name("manager".into())
-            .spawn(move || {
-                enter(&name);
-                if let Some(r) = &resolv {
-                    private_resolv_conf(r);
-                }
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("manager runtime");
-                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-                match rt.block_on(rds_manager::build(&settings)) {
-                    Ok(app) => {
-                        let _ = ready_tx.send(Ok((app, rt.handle().clone(), stop_tx)));
-                    }
-                    Err(errs) => {
-                        let text = errs
-                            .iter()
-                            .map(|e| e.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                        let _ = ready_tx.send(Err(text));
-                        return;
-                    }
-                }
-                let _ = rt.block_on(stop_rx);
-                rt.shutdown_timeout(Duration::from_secs(2));
-            })
-            .expect("manager thread");
-        let (app, handle, stop) = ready_rx
+        let rt = NsRuntime::start(ns, resolv);
+        let app = rt
+            .run(async move { rds_manager::build(&settings).await })
             .await
-            .map_err(|_| "manager thread died".to_string())??;
-        Ok(Hosted {
-            app,
-            handle,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+            .map_err(|errs| {
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+        Ok(Hosted { rt, app })
     }
 
     /// Runs `f` on the manager's runtime (inside its namespace) and returns its output.
@@ -128,18 +148,6 @@ impl Hosted {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handle
-            .spawn(f)
-            .await
-            .expect("task on the manager runtime")
-    }
-}
-
-impl Drop for Hosted {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.rt.run(f).await
     }
 }
