@@ -1,9 +1,9 @@
 //! The manager as a real process: the `run-dat-sheesh` binary, configured by its environment, in a
 //! network namespace of its own, next to an OTLP/HTTP collector the test runs in that namespace.
 //!
-//! - Traces: spans reach the collector (flushed on SIGTERM) as one server span per request with
+//! - Logs and traces: JSON log lines carry request ids; spans reach the collector (flushed on SIGTERM) as one server span per request with
 //!   the route as its name, lifecycle steps and agent calls as its children, and no key, command
-//!   or body anywhere in what was exported.
+//!   or body anywhere in what was exported or logged.
 //! - Signals (`vm-lifecycle.md` §4): SIGTERM stops the manager with its VMs running; `kill -9` of
 //!   the manager with two running VMs, then a new process: both RUNNING with the same VMMs, exec
 //!   works, and no process, TAP or directory beyond theirs exists. A VMM killed behind a running
@@ -424,8 +424,14 @@ async fn traces_reach_the_collector_without_secrets() {
         );
     }
     let raw = String::from_utf8_lossy(&h.collector.raw()).into_owned();
+    let log = std::fs::read_to_string(&m.log).unwrap();
+    assert!(
+        log.contains("\"request_id\""),
+        "JSON log lines carry request ids"
+    );
     for secret in [KEY, "wrong-key-0123456789", marker, "admin-password-123"] {
         assert!(!raw.contains(secret), "{secret} was exported");
+        assert!(!log.contains(secret), "{secret} was logged");
     }
     println!("exported {} spans: {names:?}", spans.len());
 }
