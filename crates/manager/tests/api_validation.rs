@@ -31,10 +31,13 @@ async fn manager_with(extra: &[(&str, &str)]) -> Option<TestManager> {
     Some(TestManager::start(image.as_ref(), &vhost, &settings).await)
 }
 
+fn no_key(path: &str) -> Request<Body> {
+    Request::builder().uri(path).body(Body::empty()).unwrap()
+}
+
 #[tokio::test]
 async fn auth_and_routing() {
     let Some(tm) = manager().await else { return };
-    let no_key = |path: &str| Request::builder().uri(path).body(Body::empty()).unwrap();
     let r = tm.send(no_key("/v1/vms")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json, json!({"message": "Unauthorized"}));
@@ -69,16 +72,65 @@ async fn auth_and_routing() {
     assert_eq!(r.headers["x-content-type-options"], "nosniff");
     let r = tm.send(no_key("/readyz")).await;
     assert_eq!(r.json["backend"], "qemu");
-    for check in [
-        "database",
-        "reconciliation",
-        "network",
-        "storage",
-        "backend",
-    ] {
+    for check in ["database", "reconciliation", "network", "storage"] {
         assert_eq!(r.json["checks"][check], "ok", "{check}: {}", r.json);
     }
-    assert_eq!(r.json["status"], "ready");
+    if tm.settings.image.kernel.is_some() {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        assert_eq!(r.json["checks"]["backend"], "ok", "{}", r.json);
+        assert_eq!(r.json["status"], "ready");
+    }
+}
+
+#[tokio::test]
+async fn readiness_needs_a_usable_backend_and_image() {
+    let Some(vhost) = rds_testkit::vhost_vsock_bin().ok() else {
+        rds_testkit::skip(
+            "readiness_needs_a_usable_backend_and_image",
+            "no vhost-device-vsock",
+        );
+        return;
+    };
+    if rds_vmm::select::which("qemu-system-x86_64").is_none() {
+        rds_testkit::skip("readiness_needs_a_usable_backend_and_image", "no QEMU");
+        return;
+    }
+    // No image at all: alive, not ready, and the check says why.
+    let tm = TestManager::start(None, &vhost, &[]).await;
+    let r = tm.send(no_key("/readyz")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+    assert_eq!(r.json["status"], "not_ready");
+    assert_eq!(r.json["message"], "Not ready");
+    let backend = r.json["checks"]["backend"].as_str().unwrap();
+    assert!(
+        backend.starts_with("failed: no default guest image"),
+        "{backend}"
+    );
+    assert_eq!(r.json["checks"]["database"], "ok");
+    assert_eq!(tm.send(no_key("/healthz")).await.status, StatusCode::OK);
+
+    // The default image's kernel vanishes from IMAGES_DIR after startup (a hard link or clone of
+    // the built image there: removing it leaves the original alone).
+    let Ok(image) = rds_testkit::guest_image() else {
+        return;
+    };
+    let tm = TestManager::start(Some(&image), &vhost, &[]).await;
+    assert_eq!(tm.send(no_key("/readyz")).await.status, StatusCode::OK);
+    let stored: Vec<std::path::PathBuf> = std::fs::read_dir(tm.settings.images_dir.clone())
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n == "vmlinux"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    std::fs::remove_file(&stored[0]).unwrap();
+    let r = tm.send(no_key("/readyz")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+    let backend = r.json["checks"]["backend"].as_str().unwrap();
+    assert!(
+        backend.contains("vmlinux") && backend.contains("No such file"),
+        "{backend}"
+    );
 }
 
 #[tokio::test]

@@ -151,6 +151,10 @@ pub const LOG_VMM_STDERR: &str = "vmm.stderr.log";
 pub trait VmmBackend: Send + Sync + 'static {
     fn capabilities(&self) -> &Capabilities;
 
+    /// Whether the programs this backend starts are still executable files (`/readyz`): a stat per
+    /// program, no process.
+    fn check(&self) -> Result<(), String>;
+
     /// Make the run directory (clearing leftovers first) and log files. Starts nothing.
     async fn prepare(&self, spec: &VmSpec) -> Result<(), VmmError>;
 

@@ -211,6 +211,16 @@ fn firecracker_missing(choice: &BackendChoice) -> Option<String> {
     None
 }
 
+/// `Err("<path> is not an executable file")` unless every path (or bare name on `PATH`) is one.
+pub fn check_executables(paths: &[&Path]) -> Result<(), String> {
+    for p in paths {
+        if which(&p.to_string_lossy()).is_none() {
+            return Err(format!("{} is not an executable file", p.display()));
+        }
+    }
+    Ok(())
+}
+
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

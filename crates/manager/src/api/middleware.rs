@@ -38,16 +38,29 @@ pub async fn request_envelope(State(state): State<AppState>, req: Request, next:
         Some(r) => format!("{method} {r}"),
         None => method.to_string(),
     };
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %name,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        request_id = %id,
-        http.request.method = %method,
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-    );
+    // Probes arrive every few seconds: their spans are debug-level, so neither logged nor exported
+    // at the default levels.
+    macro_rules! request_span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "request",
+                otel.name = %name,
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                request_id = %id,
+                http.request.method = %method,
+                http.route = route,
+                http.response.status_code = tracing::field::Empty,
+            )
+        };
+    }
+    let probe = path == "/healthz" || path == "/readyz";
+    let span = if probe {
+        request_span!(tracing::Level::DEBUG)
+    } else {
+        request_span!(tracing::Level::INFO)
+    };
     let started = std::time::Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
     if let Some(InternalDetail(detail)) = resp.extensions_mut().remove::<InternalDetail>() {
@@ -86,7 +99,7 @@ pub async fn request_envelope(State(state): State<AppState>, req: Request, next:
         span.record("otel.status_code", "ERROR");
     }
     let ms = started.elapsed().as_millis() as u64;
-    if path == "/healthz" || path == "/readyz" {
+    if probe {
         tracing::debug!(parent: &span, status, ms, "request");
     } else {
         tracing::info!(parent: &span, status, ms, path = %path, "request");

@@ -1,6 +1,7 @@
-//! The `/readyz` checks that belong to the lifecycle's resources: storage writable, bridge present.
+//! The `/readyz` checks that belong to the lifecycle's resources: storage writable, bridge present,
+//! the backend's programs and the default image's files there.
 
-use super::VmService;
+use super::{LifecycleError, VmService};
 
 impl VmService {
     /// `STORAGE_ROOT` accepts a write (a probe file in `tmp/`, removed at once).
@@ -15,6 +16,35 @@ impl VmService {
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+
+    /// The VMM backend can start VMs from the default image: its programs are executable and the
+    /// image's kernel and rootfs are files.
+    pub async fn backend_check(&self) -> Result<(), String> {
+        self.inner.backend.check()?;
+        let image = self.resolve_image(None).await.map_err(|e| match e {
+            LifecycleError::NoDefaultImage => {
+                "no default guest image (set KERNEL_PATH and BASE_ROOTFS_PATH, or upload one and \
+                 make it the default)"
+                    .to_string()
+            }
+            other => format!("default guest image: {other}"),
+        })?;
+        for path in [&image.kernel_path, &image.rootfs_path]
+            .into_iter()
+            .flatten()
+        {
+            let meta = tokio::fs::metadata(path)
+                .await
+                .map_err(|e| format!("default guest image {}: {path}: {e}", image.id))?;
+            if !meta.is_file() {
+                return Err(format!(
+                    "default guest image {}: {path} is not a file",
+                    image.id
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The bridge exists in the manager's network namespace (read per thread: tests run managers in

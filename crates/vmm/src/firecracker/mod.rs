@@ -551,6 +551,10 @@ impl VmmBackend for FirecrackerBackend {
         &self.caps
     }
 
+    fn check(&self) -> Result<(), String> {
+        crate::select::check_executables(&[&self.cfg.firecracker_bin, &self.cfg.jailer_bin])
+    }
+
     /// Clears leftovers (an old Firecracker of this id, its jail, cgroup and drains), builds the jail,
     /// makes the log files and links `run_dir` to the jail root. Starts nothing.
     async fn prepare(&self, spec: &VmSpec) -> Result<(), VmmError> {

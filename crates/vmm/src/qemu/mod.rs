@@ -233,6 +233,10 @@ impl VmmBackend for QemuBackend {
         &self.caps
     }
 
+    fn check(&self) -> Result<(), String> {
+        crate::select::check_executables(&[&self.cfg.qemu_bin, &self.cfg.vhost_vsock_bin])
+    }
+
     async fn prepare(&self, spec: &VmSpec) -> Result<(), VmmError> {
         let l = Layout::of_spec(spec);
         l.check_socket_paths()?;

@@ -22,16 +22,18 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = verdict(st.vms.ping_db().await.map_err(|e| e.to_string()));
     let storage = verdict(st.vms.storage_check().await);
     let network = verdict(st.vms.network_check().await);
-    let ready = [&database, &storage, &network].iter().all(|c| *c == "ok");
+    let backend = verdict(st.vms.backend_check().await);
+    let ready = [&database, &storage, &network, &backend]
+        .iter()
+        .all(|c| *c == "ok");
     let mut body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "backend": b.backend,
         "accel": b.accel,
         "kvmProbe": b.kvm_probe,
         "backendReason": b.reason,
-        // Reconciliation finished before the API opened; the backend was selected (and would
-        // have stopped startup) before that.
-        "checks": { "database": database, "reconciliation": "ok", "network": network, "storage": storage, "backend": "ok" },
+        // Reconciliation finished before the API opened.
+        "checks": { "database": database, "reconciliation": "ok", "network": network, "storage": storage, "backend": backend },
     });
     if ready {
         (StatusCode::OK, Json(body))
