@@ -6,13 +6,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::netns::Ns;
 use common::TestManager;
+use rds_testkit::internet::Internet;
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::TcpListener;
-
-const BIG: usize = 32 * 1024 * 1024;
 
 #[tokio::main]
 async fn main() {
@@ -24,34 +20,7 @@ async fn main() {
         }
     };
     let tm = TestManager::start(Some(&image), &vhost, &[]).await;
-    let inet = Ns::new("inet");
-    tm.ns.ip(&[
-        "link", "add", "upl0", "type", "veth", "peer", "name", "eth0", "netns", &inet.name,
-    ]);
-    tm.ns.ip(&["addr", "add", "198.18.0.1/24", "dev", "upl0"]);
-    tm.ns.ip(&["link", "set", "upl0", "up"]);
-    inet.ip(&["addr", "add", "198.18.0.10/24", "dev", "eth0"]);
-    inet.ip(&["link", "set", "eth0", "up"]);
-    inet.ip(&["route", "add", "default", "via", "198.18.0.1"]);
-    let listener = inet.run(|| TcpListener::bind("198.18.0.10:80").unwrap());
-    std::thread::spawn(move || {
-        let body = vec![b'x'; BIG];
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut req = [0u8; 1024];
-            let n = s.read(&mut req).unwrap_or(0);
-            let big = String::from_utf8_lossy(&req[..n]).starts_with("GET /big");
-            let payload: &[u8] = if big { &body } else { b"ok" };
-            let _ = s.write_all(
-                format!(
-                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
-                    payload.len()
-                )
-                .as_bytes(),
-            );
-            let _ = s.write_all(payload);
-        }
-    });
+    let _inet = Internet::new(&tm.ns);
     let id = tm
         .create_vm(json!({"cpu": 1, "memMb": 512, "outboundInternet": true, "allowIps": ["198.18.0.10/32"]}))
         .await;
@@ -71,7 +40,7 @@ async fn main() {
     let mut speeds = Vec::new();
     for _ in 0..3 {
         let r = tm
-            .exec(&id, json!({ "cmd": "curl -s -o /dev/null -w '%{speed_download}' http://198.18.0.10/big", "timeoutMs": 120000 }))
+            .exec(&id, json!({ "cmd": "curl -s -o /dev/null -w '%{speed_download}' http://198.18.0.10/bytes/33554432", "timeoutMs": 120000 }))
             .await;
         if let Ok(bps) = r.json["stdout"]
             .as_str()

@@ -2,31 +2,20 @@
 //! guest, through the manager's bridge, TAPs, nftables rules and DNS forwarder.
 //!
 //! Namespaces only: the manager runs in a namespace of its own (see `common/netns.rs`); a second one
-//! plays "the internet" on a veth (`upl0` 198.18.0.1 ⇄ 198.18.0.10, .11, .53 and 169.254.169.254) with
-//! an HTTP server on every address (answers `from=<peer> to=<local>`) and a DNS server on .53 answering
-//! `example.test. A 198.18.0.10`. The manager's forwarder relays to it (the manager sees a private
-//! `/etc/resolv.conf`). No packet can leave the two namespaces. At most two guests run at once.
+//! plays "the internet" (`rds_testkit::internet`: 198.18.0.10, .11, .53 and 169.254.169.254 on a veth,
+//! HTTP answering `from=<peer> to=<local>`, DNS on .53 answering `example.test. A 198.18.0.10`). The
+//! manager's forwarder relays to it (the manager sees a private `/etc/resolv.conf`). No packet can
+//! leave the two namespaces. At most two guests run at once.
 
 mod common;
 
-use common::netns::Ns;
 use common::{Opts, TestManager};
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, Record, RecordType};
 use http::{Method, StatusCode};
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
+use std::time::Instant;
 
-const INET_A: &str = "198.18.0.10";
-const INET_B: &str = "198.18.0.11";
-const INET_DNS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 53);
-const METADATA: &str = "169.254.169.254";
-const TEST_NAME: &str = "example.test.";
+use rds_testkit::internet::{Internet, HOST_UPLINK, INET_A, INET_B, INET_DNS, METADATA};
 
 fn prerequisites(test: &str) -> Option<(rds_testkit::GuestImage, String)> {
     // The manager's warnings (e.g. a guest firewall that failed) go to the test output.
@@ -42,141 +31,6 @@ fn prerequisites(test: &str) -> Option<(rds_testkit::GuestImage, String)> {
             None
         }
     }
-}
-
-/// The "internet" namespace, joined to the manager's namespace by a veth; servers stop on drop.
-struct Internet {
-    _ns: Ns,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Internet {
-    fn new(host: &Ns) -> Internet {
-        let ns = Ns::new("inet");
-        host.ip(&[
-            "link", "add", "upl0", "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ]);
-        host.ip(&["addr", "add", "198.18.0.1/24", "dev", "upl0"]);
-        host.ip(&["link", "set", "upl0", "up"]);
-        // Without the product's rule, guests could reach the metadata address through here.
-        host.ip(&["route", "add", "169.254.169.254/32", "dev", "upl0"]);
-        for a in [
-            "198.18.0.10/24",
-            "198.18.0.11/24",
-            "198.18.0.53/24",
-            "169.254.169.254/32",
-        ] {
-            ns.ip(&["addr", "add", a, "dev", "eth0"]);
-        }
-        ns.ip(&["link", "set", "eth0", "up"]);
-        ns.ip(&["route", "add", "default", "via", "198.18.0.1"]);
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let http = ns.run(|| TcpListener::bind("0.0.0.0:80").unwrap());
-        threads.push(serve_tcp(http, stop.clone(), |mut s| {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let body = format!(
-                "from={} to={}",
-                s.peer_addr().unwrap().ip(),
-                s.local_addr().unwrap().ip()
-            );
-            let _ = s.write_all(
-                format!(
-                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-        }));
-        let dns_tcp = ns.run(|| TcpListener::bind((INET_DNS, 53)).unwrap());
-        threads.push(serve_tcp(dns_tcp, stop.clone(), |mut s| {
-            let mut len = [0u8; 2];
-            if s.read_exact(&mut len).is_err() {
-                return;
-            }
-            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-            if s.read_exact(&mut buf).is_err() {
-                return;
-            }
-            if let Some(a) = dns_answer(&buf) {
-                let mut out = (a.len() as u16).to_be_bytes().to_vec();
-                out.extend_from_slice(&a);
-                let _ = s.write_all(&out);
-            }
-        }));
-        let udp = ns.run(|| UdpSocket::bind((INET_DNS, 53)).unwrap());
-        udp.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let s = stop.clone();
-        threads.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !s.load(Ordering::Relaxed) {
-                if let Ok((n, src)) = udp.recv_from(&mut buf) {
-                    if let Some(a) = dns_answer(&buf[..n]) {
-                        let _ = udp.send_to(&a, src);
-                    }
-                }
-            }
-        }));
-        Internet {
-            _ns: ns,
-            stop,
-            threads,
-        }
-    }
-}
-
-impl Drop for Internet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// `example.test. A 198.18.0.10`, AAAA empty, anything else NXDOMAIN.
-fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
-    let q = Message::from_vec(q).ok()?;
-    let mut r = Message::response(q.metadata.id, q.metadata.op_code);
-    r.metadata.recursion_desired = q.metadata.recursion_desired;
-    r.metadata.recursion_available = true;
-    r.metadata.authoritative = true;
-    r.add_queries(q.queries.clone());
-    let query = q.queries.first()?;
-    if query.name().to_ascii() == TEST_NAME {
-        if query.query_type() == RecordType::A {
-            r.add_answer(Record::from_rdata(
-                query.name().clone(),
-                60,
-                RData::A(INET_A.parse::<Ipv4Addr>().unwrap().into()),
-            ));
-        }
-    } else {
-        r.metadata.response_code = ResponseCode::NXDomain;
-    }
-    r.to_vec().ok()
-}
-
-fn serve_tcp(
-    listener: TcpListener,
-    stop: Arc<AtomicBool>,
-    handle: impl Fn(TcpStream) + Send + Sync + Copy + 'static,
-) -> JoinHandle<()> {
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    std::thread::spawn(move || handle(s));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    })
 }
 
 /// What a guest command saw.
@@ -224,17 +78,17 @@ async fn resolve(tm: &TestManager, id: &str) -> Probe {
 
 /// One UDP datagram from the guest (bash `/dev/udp`): a local drop by the guest's nftables output
 /// chain fails the write with EPERM; a drop on the host is invisible to the sender.
-async fn udp_send(tm: &TestManager, id: &str, to: &str) -> Probe {
+async fn udp_send(tm: &TestManager, id: &str, to: Ipv4Addr) -> Probe {
     let p = sh(tm, id, &format!("echo x > /dev/udp/{to}/9")).await;
     println!("  {id:.8} udp → {to}:9 exit {} {}", p.code, p.stderr.trim());
     p
 }
 
-fn assert_reaches(p: &Probe, to: &str, what: &str) {
+fn assert_reaches(p: &Probe, to: Ipv4Addr, what: &str) {
     assert_eq!(p.code, 0, "{what}: {p:?}");
     assert_eq!(
         p.stdout,
-        format!("from=198.18.0.1 to={to}"),
+        format!("from={HOST_UPLINK} to={to}"),
         "{what} (masqueraded to the uplink address)"
     );
 }
@@ -351,7 +205,7 @@ async fn host_rules_alone_enforce_the_policy() {
     );
     let d = resolve(&tm, &b).await;
     assert_eq!(d.code, 0, "B resolves through the forwarder: {d:?}");
-    assert!(d.stdout.starts_with(INET_A), "{d:?}");
+    assert!(d.stdout.starts_with(&INET_A.to_string()), "{d:?}");
 
     // VMs never reach each other (a port nobody listens on would answer RST if reachable).
     assert_blocked(&curl(&tm, &a, &format!("http://{ip_b}:1/")).await, "A → B");

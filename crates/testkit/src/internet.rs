@@ -92,17 +92,37 @@ fn http(mut s: TcpStream) {
     let n = s.read(&mut buf).unwrap_or(0);
     let request = String::from_utf8_lossy(&buf[..n]);
     let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let body = match path.strip_prefix("/bytes/").and_then(|n| n.parse().ok()) {
-        Some(len) => vec![b'x'; len],
-        None => format!(
-            "from={} to={}",
-            s.peer_addr().unwrap().ip(),
-            s.local_addr().unwrap().ip()
+    let size = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<u64>().ok());
+    if let Some(mut left) = size {
+        // Streamed from one buffer: a download measures the network, not an allocation.
+        let chunk = [b'x'; 64 * 1024];
+        let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {left}\r\n\r\n");
+        if s.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if s.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
+        return;
+    }
+    let body = format!(
+        "from={} to={}",
+        s.peer_addr().unwrap().ip(),
+        s.local_addr().unwrap().ip()
+    );
+    let _ = s.write_all(
+        format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )
-        .into_bytes(),
-    };
-    let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-    let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(&body));
+        .as_bytes(),
+    );
 }
 
 fn echo(mut s: TcpStream) {

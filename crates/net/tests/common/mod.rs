@@ -22,14 +22,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
 
-pub const INET_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-pub const INET_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
-pub const INET_DNS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 53);
-pub const HOST_UPLINK: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-pub const TEST_NAME: &str = "example.test.";
+// Shared with the bench, which uses only some of these.
+#[allow(unused_imports)]
+pub use rds_testkit::internet::{
+    serve_tcp, Internet, HOST_UPLINK, INET_A, INET_B, INET_DNS, TEST_NAME,
+};
 
 /// Whether this process may run the namespace tests; prints `SKIP <test>: <reason>` if not.
 pub fn can_run(test: &str) -> bool {
@@ -293,152 +293,6 @@ pub fn dns_query(server: SocketAddr, name: &str, tcp: bool) -> Result<Vec<Ipv4Ad
             _ => None,
         })
         .collect())
-}
-
-/// The "internet": a namespace on a veth behind the host's `upl0`, with an HTTP server on
-/// every address (port 80, answers `from=<peer> to=<local>`), an echo server (port 7), a discard server (port 9, answers the byte count at EOF) and an
-/// authoritative DNS server on 198.18.0.53 (UDP and TCP) answering `example.test. A 198.18.0.10`.
-pub struct Internet {
-    pub ns: Ns,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Internet {
-    pub fn new(host: &Ns) -> Self {
-        let ns = Ns::new("inet");
-        host.ip(&[
-            "link", "add", "upl0", "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ]);
-        host.ip(&["addr", "add", "198.18.0.1/24", "dev", "upl0"]);
-        host.ip(&["link", "set", "upl0", "up"]);
-        host.ip(&["route", "add", "169.254.169.254/32", "dev", "upl0"]);
-        for a in [
-            "198.18.0.10/24",
-            "198.18.0.11/24",
-            "198.18.0.53/24",
-            "169.254.169.254/32",
-        ] {
-            ns.ip(&["addr", "add", a, "dev", "eth0"]);
-        }
-        ns.ip(&["link", "set", "eth0", "up"]);
-        ns.ip(&["route", "add", "default", "via", "198.18.0.1"]);
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let http = ns.run(|| TcpListener::bind("0.0.0.0:80").unwrap());
-        threads.push(serve_tcp(http, stop.clone(), |mut s| {
-            let mut buf = [0u8; 512];
-            let _ = s.read(&mut buf);
-            let body = format!(
-                "from={} to={}",
-                s.peer_addr().unwrap().ip(),
-                s.local_addr().unwrap().ip()
-            );
-            let _ = s.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{body}").as_bytes());
-        }));
-        let echo = ns.run(|| TcpListener::bind("0.0.0.0:7").unwrap());
-        threads.push(serve_tcp(echo, stop.clone(), |mut s| {
-            let _ = s.set_nodelay(true);
-            let mut buf = vec![0u8; 65536];
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 || s.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }));
-        let sink = ns.run(|| TcpListener::bind("0.0.0.0:9").unwrap());
-        threads.push(serve_tcp(sink, stop.clone(), |mut s| {
-            let mut buf = vec![0u8; 65536];
-            let mut total: u64 = 0;
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
-            }
-            let _ = s.write_all(&total.to_be_bytes());
-        }));
-        let dns_tcp = ns.run(|| TcpListener::bind((INET_DNS, 53)).unwrap());
-        threads.push(serve_tcp(dns_tcp, stop.clone(), |mut s| {
-            let mut len = [0u8; 2];
-            if s.read_exact(&mut len).is_err() {
-                return;
-            }
-            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-            if s.read_exact(&mut buf).is_err() {
-                return;
-            }
-            if let Some(a) = dns_answer(&buf) {
-                let mut out = (a.len() as u16).to_be_bytes().to_vec();
-                out.extend_from_slice(&a);
-                let _ = s.write_all(&out);
-            }
-        }));
-        let udp = ns.run(|| UdpSocket::bind((INET_DNS, 53)).unwrap());
-        udp.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let s = stop.clone();
-        threads.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !s.load(Ordering::Relaxed) {
-                if let Ok((n, src)) = udp.recv_from(&mut buf) {
-                    if let Some(a) = dns_answer(&buf[..n]) {
-                        let _ = udp.send_to(&a, src);
-                    }
-                }
-            }
-        }));
-        Internet { ns, stop, threads }
-    }
-}
-
-impl Drop for Internet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-fn dns_answer(q: &[u8]) -> Option<Vec<u8>> {
-    let q = Message::from_vec(q).ok()?;
-    let mut r = Message::response(q.metadata.id, q.metadata.op_code);
-    r.metadata.recursion_desired = q.metadata.recursion_desired;
-    r.metadata.authoritative = true;
-    r.add_queries(q.queries.clone());
-    let query = q.queries.first()?;
-    if query.name().to_ascii() == TEST_NAME && query.query_type() == RecordType::A {
-        r.add_answer(Record::from_rdata(
-            query.name().clone(),
-            60,
-            RData::A(INET_A.into()),
-        ));
-    } else {
-        r.metadata.response_code = ResponseCode::NXDomain;
-    }
-    debug_assert_eq!(r.metadata.message_type, MessageType::Response);
-    r.to_vec().ok()
-}
-
-/// Serves `listener` (already bound in its namespace) with `handle` per connection until stop.
-pub fn serve_tcp(
-    listener: TcpListener,
-    stop: Arc<AtomicBool>,
-    handle: impl Fn(TcpStream) + Send + Sync + Copy + 'static,
-) -> JoinHandle<()> {
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    std::thread::spawn(move || handle(s));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    })
 }
 
 /// A TCP listener in `ns` on `addr` answering like the HTTP server; stops on drop.
