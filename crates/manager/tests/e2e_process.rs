@@ -7,7 +7,7 @@
 //! - Signals (`vm-lifecycle.md` §4): SIGTERM stops the manager with its VMs running; `kill -9` of
 //!   the manager with two running VMs, then a new process: both RUNNING with the same VMMs, exec
 //!   works, and no process, TAP or directory beyond theirs exists. A VMM killed behind a running
-//!   manager's back leaves RUNNING within 2 s.
+//!   manager's back leaves RUNNING within 2 s and its helper and TAP are freed.
 
 mod common;
 
@@ -554,6 +554,18 @@ async fn signals_restarts_and_lifecycle_traces() {
     .await
     .unwrap_or_else(|| panic!("still RUNNING 2 s after its VMM died\n{}", m.log_tail()));
     println!("VMM death noticed as {state} in {:?}", t.elapsed());
+    // Its helper and TAP go too; the other VM keeps its own.
+    let freed = rds_testkit::wait_until(Duration::from_secs(5), || async {
+        (rds_testkit::pids_matching(&ids[0]).is_empty() && h.taps().len() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        freed.is_some(),
+        "left after the VMM died: {:?} {:?}",
+        rds_testkit::pids_matching(&ids[0]),
+        h.taps()
+    );
+    assert_eq!(h.exec(&ids[1], "echo still").await, "still\n");
 
     for id in &ids {
         let (status, body) = h.call("DELETE", &format!("/v1/vms/{id}"), None).await;
