@@ -41,17 +41,7 @@ const FIELDS: [&str; 22] = [
 ];
 
 async fn manager(image: Option<&rds_testkit::GuestImage>) -> Option<TestManager> {
-    let vhost = match rds_testkit::vhost_vsock_bin() {
-        Ok(v) => v,
-        Err(reason) => {
-            rds_testkit::skip("api_images", &reason);
-            return None;
-        }
-    };
-    if rds_vmm::select::which("qemu-system-x86_64").is_none() {
-        rds_testkit::skip("api_images", "qemu-system-x86_64 not installed");
-        return None;
-    }
+    let vhost = common::manager_prerequisites("api_images")?;
     Some(TestManager::start(image, &vhost, &[]).await)
 }
 
@@ -605,12 +595,10 @@ async fn bundles_defaults_deletes_and_images_in_use() {
 /// streamed through the API) boots a VM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_image_and_a_vm_from_an_uploaded_image() {
-    let (image, _vhost) = match rds_testkit::e2e_prerequisites() {
-        Ok(p) => p,
-        Err(reason) => {
-            rds_testkit::skip("builtin_image_and_a_vm_from_an_uploaded_image", &reason);
-            return;
-        }
+    let Some((image, _vhost)) =
+        common::guest_prerequisites("builtin_image_and_a_vm_from_an_uploaded_image")
+    else {
+        return;
     };
     let t = Instant::now();
     let Some(mut tm) = manager(Some(&image)).await else {

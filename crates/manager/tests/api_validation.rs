@@ -13,17 +13,7 @@ async fn manager() -> Option<TestManager> {
 }
 
 async fn manager_with(extra: &[(&str, &str)]) -> Option<TestManager> {
-    let vhost = match rds_testkit::vhost_vsock_bin() {
-        Ok(v) => v,
-        Err(reason) => {
-            rds_testkit::skip("api_validation", &reason);
-            return None;
-        }
-    };
-    if rds_vmm::select::which("qemu-system-x86_64").is_none() {
-        rds_testkit::skip("api_validation", "qemu-system-x86_64 not installed");
-        return None;
-    }
+    let vhost = common::manager_prerequisites("api_validation")?;
     // The image is not booted here; any readable kernel/ext4 pair would do, so use the real one if built.
     let image = rds_testkit::guest_image().ok();
     let mut settings = vec![("MAX_CPU", "4"), ("MAX_MEM_MB", "2048")];
@@ -84,17 +74,10 @@ async fn auth_and_routing() {
 
 #[tokio::test]
 async fn readiness_needs_a_usable_backend_and_image() {
-    let Some(vhost) = rds_testkit::vhost_vsock_bin().ok() else {
-        rds_testkit::skip(
-            "readiness_needs_a_usable_backend_and_image",
-            "no vhost-device-vsock",
-        );
+    let Some(vhost) = common::manager_prerequisites("readiness_needs_a_usable_backend_and_image")
+    else {
         return;
     };
-    if rds_vmm::select::which("qemu-system-x86_64").is_none() {
-        rds_testkit::skip("readiness_needs_a_usable_backend_and_image", "no QEMU");
-        return;
-    }
     // No image at all: alive, not ready, and the check says why.
     let tm = TestManager::start(None, &vhost, &[]).await;
     let r = tm.send(no_key("/readyz")).await;

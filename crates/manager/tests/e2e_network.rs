@@ -24,13 +24,7 @@ fn prerequisites(test: &str) -> Option<(rds_testkit::GuestImage, String)> {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_test_writer()
         .try_init();
-    match rds_testkit::e2e_prerequisites() {
-        Ok(p) => Some(p),
-        Err(reason) => {
-            rds_testkit::skip(test, &reason);
-            None
-        }
-    }
+    common::guest_prerequisites(test)
 }
 
 /// What a guest command saw.

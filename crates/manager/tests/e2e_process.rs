@@ -371,18 +371,10 @@ fn qemu_pid(id: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_reach_the_collector_without_secrets() {
-    let test = "traces_reach_the_collector_without_secrets";
-    let vhost = match rds_testkit::vhost_vsock_bin() {
-        Ok(v) => v,
-        Err(reason) => {
-            rds_testkit::skip(test, &reason);
-            return;
-        }
-    };
-    if rds_vmm::select::which("qemu-system-x86_64").is_none() {
-        rds_testkit::skip(test, "qemu-system-x86_64 not installed");
+    let Some(vhost) = common::manager_prerequisites("traces_reach_the_collector_without_secrets")
+    else {
         return;
-    }
+    };
     // Nothing boots here: the image, when built, only makes the manager's startup realistic.
     let image = rds_testkit::guest_image().ok();
     let service = format!("rds-e2e-{}", std::process::id());
@@ -440,12 +432,9 @@ async fn traces_reach_the_collector_without_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_restarts_and_lifecycle_traces() {
-    let (image, vhost) = match rds_testkit::e2e_prerequisites() {
-        Ok(p) => p,
-        Err(reason) => {
-            rds_testkit::skip("signals_restarts_and_lifecycle_traces", &reason);
-            return;
-        }
+    let Some((image, vhost)) = common::guest_prerequisites("signals_restarts_and_lifecycle_traces")
+    else {
+        return;
     };
     let h = Harness::new(Some(&image), &vhost, "rds-e2e-story").await;
     let mut m = h.manager("manager-1.log").await;

@@ -12,16 +12,6 @@ use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-fn prerequisites(test: &str) -> Option<(rds_testkit::GuestImage, String)> {
-    match rds_testkit::e2e_prerequisites() {
-        Ok(p) => Some(p),
-        Err(reason) => {
-            rds_testkit::skip(test, &reason);
-            None
-        }
-    }
-}
-
 async fn exec_ok(tm: &TestManager, id: &str, cmd: &str) -> Value {
     let r = tm.exec(id, json!({ "cmd": cmd })).await;
     assert_eq!(r.status, StatusCode::OK, "{cmd}: {}", r.json);
@@ -51,7 +41,9 @@ fn ruleset(tm: &TestManager) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_readopts_running_vms_and_cleans_up() {
-    let Some((image, vhost)) = prerequisites("restart_readopts_running_vms_and_cleans_up") else {
+    let Some((image, vhost)) =
+        common::guest_prerequisites("restart_readopts_running_vms_and_cleans_up")
+    else {
         return;
     };
     let mut tm = TestManager::start(Some(&image), &vhost, &[]).await;

@@ -28,12 +28,8 @@ async fn sh(tm: &TestManager, id: &str, cmd: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_story() {
-    let (image, vhost) = match rds_testkit::e2e_prerequisites() {
-        Ok(p) => p,
-        Err(reason) => {
-            rds_testkit::skip("sandbox_story", &reason);
-            return;
-        }
+    let Some((image, vhost)) = common::guest_prerequisites("sandbox_story") else {
+        return;
     };
     let tm = TestManager::start(Some(&image), &vhost, &[]).await;
     let id = tm.create_vm(json!({"cpu": 1, "memMb": 512})).await;

@@ -8,16 +8,6 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-fn prerequisites(test: &str) -> Option<(rds_testkit::GuestImage, String)> {
-    match rds_testkit::e2e_prerequisites() {
-        Ok(p) => Some(p),
-        Err(reason) => {
-            rds_testkit::skip(test, &reason);
-            None
-        }
-    }
-}
-
 async fn exec_ok(tm: &TestManager, id: &str, body: Value) -> Value {
     let r = tm.exec(id, body.clone()).await;
     assert_eq!(r.status, StatusCode::OK, "{body}: {}", r.json);
@@ -26,7 +16,7 @@ async fn exec_ok(tm: &TestManager, id: &str, body: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_story() {
-    let Some((image, vhost)) = prerequisites("vm_story") else {
+    let Some((image, vhost)) = common::guest_prerequisites("vm_story") else {
         return;
     };
     let tm = TestManager::start(Some(&image), &vhost, &[("MAX_VMS", "1")]).await;
@@ -201,7 +191,7 @@ async fn vm_story() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_boot_leaves_error_state_with_console_tail() {
-    let Some((image, vhost)) = prerequisites("failed_boot") else {
+    let Some((image, vhost)) = common::guest_prerequisites("failed_boot") else {
         return;
     };
     // A real kernel over an empty ext4: the initramfs cannot switch to rds-init, the guest panics and

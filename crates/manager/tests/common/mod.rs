@@ -190,6 +190,35 @@ impl TestManager {
     }
 }
 
+/// The image and vhost helper for a test that boots guests, or `None` after printing why it skips
+/// (a failure under `RDS_REQUIRE_E2E=1`).
+pub fn guest_prerequisites(test: &str) -> Option<(GuestImage, String)> {
+    match rds_testkit::e2e_prerequisites() {
+        Ok(p) => Some(p),
+        Err(reason) => {
+            rds_testkit::skip(test, &reason);
+            None
+        }
+    }
+}
+
+/// The vhost helper for a test that starts a manager but boots nothing (the QEMU backend still
+/// needs its binaries at startup), or `None` after printing why it skips.
+pub fn manager_prerequisites(test: &str) -> Option<String> {
+    let vhost = match rds_testkit::vhost_vsock_bin() {
+        Ok(v) => v,
+        Err(reason) => {
+            rds_testkit::skip(test, &reason);
+            return None;
+        }
+    };
+    if rds_vmm::select::which("qemu-system-x86_64").is_none() {
+        rds_testkit::skip(test, "qemu-system-x86_64 not installed");
+        return None;
+    }
+    Some(vhost)
+}
+
 /// The environment of a test manager, in-process or a real process: test defaults, storage and
 /// database under `dir`, the guest image, then `extra`. With `RDS_TEST_DB=postgres` the database is
 /// a fresh one on the test server, dropped with the returned handle.
