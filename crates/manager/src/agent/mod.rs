@@ -331,12 +331,12 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AgentError> {
     serde_json::from_slice(body).map_err(|e| AgentError::Invalid(e.to_string()))
 }
 
-/// Agent messages reaching API clients are cut to 2048 characters (`security.md` §4).
 /// Span fields name the agent route only: queries carry caller-chosen paths.
 fn without_query(path: &str) -> &str {
     path.split_once('?').map_or(path, |(p, _)| p)
 }
 
+/// Agent messages reaching API clients are cut to 2048 characters (`security.md` §4).
 pub fn truncate_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => s[..i].to_string(),
