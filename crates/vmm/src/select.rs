@@ -197,25 +197,21 @@ fn select_firecracker(
 }
 
 fn firecracker_missing(choice: &BackendChoice) -> Option<String> {
-    for (var, path) in [
+    check_executables(&[
         ("FIRECRACKER_BIN", &choice.firecracker_bin),
         ("JAILER_BIN", &choice.jailer_bin),
-    ] {
+    ])
+    .err()
+}
+
+/// `Err("<VARIABLE> <path> is not an executable file")` for the first of `programs` that is not one.
+pub fn check_executables(programs: &[(&str, &Path)]) -> Result<(), String> {
+    for (var, path) in programs {
         if !is_executable(path) {
-            return Some(format!(
+            return Err(format!(
                 "{var} {} is not an executable file",
                 path.display()
             ));
-        }
-    }
-    None
-}
-
-/// `Err("<path> is not an executable file")` unless every path (or bare name on `PATH`) is one.
-pub fn check_executables(paths: &[&Path]) -> Result<(), String> {
-    for p in paths {
-        if which(&p.to_string_lossy()).is_none() {
-            return Err(format!("{} is not an executable file", p.display()));
         }
     }
     Ok(())

@@ -552,7 +552,10 @@ impl VmmBackend for FirecrackerBackend {
     }
 
     fn check(&self) -> Result<(), String> {
-        crate::select::check_executables(&[&self.cfg.firecracker_bin, &self.cfg.jailer_bin])
+        crate::select::check_executables(&[
+            ("FIRECRACKER_BIN", &self.cfg.firecracker_bin),
+            ("JAILER_BIN", &self.cfg.jailer_bin),
+        ])
     }
 
     /// Clears leftovers (an old Firecracker of this id, its jail, cgroup and drains), builds the jail,

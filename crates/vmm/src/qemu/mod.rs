@@ -234,7 +234,11 @@ impl VmmBackend for QemuBackend {
     }
 
     fn check(&self) -> Result<(), String> {
-        crate::select::check_executables(&[&self.cfg.qemu_bin, &self.cfg.vhost_vsock_bin])
+        // Both are resolved paths: the selection looked bare names up on PATH.
+        crate::select::check_executables(&[
+            ("QEMU_BIN", &self.cfg.qemu_bin),
+            ("VHOST_VSOCK_BIN", &self.cfg.vhost_vsock_bin),
+        ])
     }
 
     async fn prepare(&self, spec: &VmSpec) -> Result<(), VmmError> {
