@@ -163,6 +163,15 @@ pub trait VmmBackend: Send + Sync + 'static {
     async fn boot(&self, spec: &VmSpec) -> Result<VmRuntime, VmmError>;
 
     async fn pause(&self, vm: &VmRuntime) -> Result<(), VmmError>;
+
+    /// As [`VmmBackend::pause`], for a [`VmmBackend::snapshot_create`] that follows. QEMU also unplugs
+    /// the vsock device here, which it cannot migrate; [`VmmBackend::resume`] plugs it back. Either
+    /// way the capture resets the agent's connections (guest listeners stay).
+    async fn pause_for_snapshot(&self, vm: &VmRuntime) -> Result<(), VmmError> {
+        self.pause(vm).await
+    }
+
+    /// Runs the vCPUs again; after a snapshot, also brings the agent channel back.
     async fn resume(&self, vm: &VmRuntime) -> Result<(), VmmError>;
 
     /// Ask the guest to shut down; returns at once.

@@ -1,11 +1,12 @@
 //! The per-VM `vhost-device-vsock` helper: it serves QEMU's vhost-user vsock device and provides the
 //! hybrid-vsock socket `<run>/v.sock`. It runs as the VMM's uid in its own session and outlives a manager
-//! restart; its pid and start time are kept in `<run>/vsock.pid` (first line pid, second start time).
+//! restart; its pid, start time and guest CID are kept in `<run>/vsock.pid` (one per line), so a
+//! resume after a snapshot can start it again from the run directory alone.
 
 use super::cmdline::helper_args;
 use super::layout::Layout;
 use super::QemuConfig;
-use crate::{process, ExitStatus, VmSpec, VmmError};
+use crate::{process, ExitStatus, VmmError};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -15,11 +16,10 @@ use std::time::Duration;
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(10);
 
-/// Starts the helper and records it in `vsock.pid`. Returns its pid.
-pub(crate) fn spawn(cfg: &QemuConfig, spec: &VmSpec) -> Result<u32, VmmError> {
-    let l = Layout::of_spec(spec);
+/// Starts the helper for guest `cid` and records it in `vsock.pid`. Returns its pid.
+pub(crate) fn spawn(cfg: &QemuConfig, l: &Layout, cid: u32) -> Result<u32, VmmError> {
     let mut cmd = Command::new(&cfg.vhost_vsock_bin);
-    cmd.args(helper_args(spec)).current_dir(&l.run_dir);
+    cmd.args(helper_args(l, cid)).current_dir(&l.run_dir);
     if let Some((uid, gid)) = cfg.runas {
         // std drops supplementary groups (setgroups(0)) when a root parent sets a uid.
         cmd.uid(uid).gid(gid);
@@ -31,7 +31,7 @@ pub(crate) fn spawn(cfg: &QemuConfig, spec: &VmSpec) -> Result<u32, VmmError> {
         })?;
     let start = process::start_time(pid).unwrap_or(0);
     let pid_file = l.helper_pid_file();
-    if let Err(e) = std::fs::write(&pid_file, format!("{pid}\n{start}\n")) {
+    if let Err(e) = std::fs::write(&pid_file, format!("{pid}\n{start}\n{cid}\n")) {
         process::signal(pid, libc::SIGKILL);
         return Err(VmmError::io("write", pid_file, e));
     }
@@ -64,6 +64,33 @@ pub(crate) async fn wait_ready(pid: u32, layout: &Layout) -> Result<(), VmmError
 fn is_socket(p: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Starts the helper again when the one recorded in `vsock.pid` is gone, for the CID recorded there.
+pub(crate) async fn ensure_running(cfg: &QemuConfig, layout: &Layout) -> Result<(), VmmError> {
+    if matches!(recorded(layout), Some((_, true))) {
+        return Ok(());
+    }
+    let pid_file = layout.helper_pid_file();
+    let cid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.lines().nth(2)?.trim().parse::<u32>().ok())
+        .ok_or_else(|| {
+            VmmError::io(
+                "read the guest CID from",
+                &pid_file,
+                std::io::ErrorKind::InvalidData.into(),
+            )
+        })?;
+    kill(layout).await;
+    // A dead helper's socket file would pass `wait_ready` before the new one listens.
+    let _ = std::fs::remove_file(layout.vhost_sock());
+    let pid = spawn(cfg, layout, cid)?;
+    if let Err(e) = wait_ready(pid, layout).await {
+        kill(layout).await;
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// The helper recorded in `vsock.pid`: its pid and whether it is still running (command line intact),

@@ -4,6 +4,10 @@ use crate::{VmRuntime, VmSpec, VmmError, LOG_CONSOLE, LOG_VMM, LOG_VMM_STDERR};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// Name of the hard link to the writable disk inside the run directory, QEMU's working directory
+/// and chroot.
+pub(crate) const DISK_LINK: &str = "disk.ext4";
+
 /// `sun_path` holds 108 bytes including the terminating NUL.
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
@@ -31,6 +35,11 @@ impl Layout {
     /// QMP control socket (0600, root).
     pub fn qmp_sock(&self) -> PathBuf {
         self.run_dir.join("qmp.sock")
+    }
+
+    /// The writable disk as QEMU opens it (a hard link to the VM's disk).
+    pub fn disk_link(&self) -> PathBuf {
+        self.run_dir.join(DISK_LINK)
     }
 
     /// vhost-user socket between QEMU and the vsock helper.

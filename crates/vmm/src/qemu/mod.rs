@@ -1,5 +1,6 @@
-//! QEMU backend (`vmm-backends.md` §5): `microvm` machine, TCG or KVM, one `vhost-device-vsock` helper
-//! per VM providing the hybrid-vsock socket, QMP for control.
+//! QEMU backend (`vmm-backends.md` §5): `q35` machine, TCG or KVM, one `vhost-device-vsock` helper
+//! per VM providing the hybrid-vsock socket, QMP for control, memory snapshots as migrations to a file
+//! with the vsock device unplugged around them (`vsock.rs`, `migrate.rs`).
 //!
 //! QEMU starts as root, opens its files, chroots into the VM's run directory and drops to the configured
 //! uid:gid (`-runas` takes numeric `uid:gid` in 7.2). Both processes run in their own sessions with
@@ -9,13 +10,16 @@
 mod cmdline;
 mod helper;
 mod layout;
+mod migrate;
 mod qmp;
+mod vsock;
 
 use crate::{
     process, Accel, BackendKind, Capabilities, ExitStatus, KernelFormat, VmRuntime, VmSpec,
     VmmBackend, VmmError,
 };
 use async_trait::async_trait;
+use cmdline::Start;
 use layout::Layout;
 use qmp::{Qmp, Transcript};
 use std::os::unix::fs::PermissionsExt;
@@ -73,8 +77,8 @@ impl QemuBackend {
             kind: BackendKind::Qemu,
             vmm_version: version,
             accel: cfg.accel,
-            // QEMU 7.2 cannot migrate a vhost-user-vsock device (§5.3 option 4).
-            supports_memory_snapshots: false,
+            // QEMU 7.2 cannot migrate a vhost-user-vsock device: captures unplug it (vsock.rs).
+            supports_memory_snapshots: true,
             supports_graceful_shutdown: true,
             kernel_formats: vec![KernelFormat::Elf, KernelFormat::Bzimage],
         };
@@ -83,7 +87,7 @@ impl QemuBackend {
 
     /// The full QEMU argument vector for `spec` (without the binary), as `boot` runs it.
     pub fn command_line(&self, spec: &VmSpec) -> Vec<std::ffi::OsString> {
-        cmdline::qemu_args(&self.cfg, spec)
+        cmdline::qemu_args(&self.cfg, spec, Start::Boot)
     }
 
     async fn qmp(&self, vm: &VmRuntime) -> Result<Qmp, VmmError> {
@@ -100,15 +104,16 @@ impl QemuBackend {
     }
 
     /// Spawns QEMU and waits until QMP answers. On any failure both processes are gone afterwards.
-    async fn launch(&self, spec: &VmSpec, l: &Layout) -> Result<VmRuntime, VmmError> {
-        let helper_pid = helper::spawn(&self.cfg, spec)?;
+    async fn launch(&self, spec: &VmSpec, l: &Layout, start: Start) -> Result<VmRuntime, VmmError> {
+        let helper_pid = helper::spawn(&self.cfg, l, spec.vsock_cid)?;
         if let Err(e) = helper::wait_ready(helper_pid, l).await {
             helper::kill(l).await;
             return Err(e);
         }
 
         let mut cmd = Command::new(&self.cfg.qemu_bin);
-        cmd.args(cmdline::qemu_args(&self.cfg, spec));
+        cmd.args(cmdline::qemu_args(&self.cfg, spec, start))
+            .current_dir(&l.run_dir);
         let started = Instant::now();
         let pid =
             process::spawn_detached(&mut cmd, &l.stderr_log()).map_err(|source| VmmError::Spawn {
@@ -191,6 +196,43 @@ impl QemuBackend {
         })
     }
 
+    /// SIGKILLs a VM whose launch went wrong after QMP answered, reaps it and stops its helper.
+    async fn discard(&self, vm: &VmRuntime) {
+        process::signal(vm.pid, libc::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(2), process::wait_exit(vm.pid)).await;
+        helper::kill(&Layout::of_runtime(vm)).await;
+    }
+
+    /// Loads the snapshot into a QEMU waiting with `-incoming defer`, runs it and plugs the vsock
+    /// device in. QEMU 7.2 exits when a load fails: its exit ends the wait early.
+    async fn load_and_run(&self, vm: &VmRuntime, snapshot_dir: &Path) -> Result<(), VmmError> {
+        let l = Layout::of_runtime(vm);
+        let steps = async {
+            let mut qmp = self.qmp(vm).await?;
+            migrate::load(&mut qmp, snapshot_dir).await?;
+            qmp.execute("cont", None).await?;
+            vsock::attach(&mut qmp).await
+        };
+        let died = |status| VmmError::DiedDuringLaunch {
+            status,
+            stderr_tail: process::tail_file(&l.stderr_log(), STDERR_TAIL)
+                .trim()
+                .to_string(),
+        };
+        let failed = tokio::select! {
+            status = process::wait_exit(vm.pid) => return Err(died(status)),
+            r = steps => match r {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            },
+        };
+        // QMP breaking first is the usual sign of QEMU exiting on a bad state file: its stderr says why.
+        match tokio::time::timeout(Duration::from_secs(1), process::wait_exit(vm.pid)).await {
+            Ok(status) => Err(died(status)),
+            Err(_) => Err(failed),
+        }
+    }
+
     /// The pid still has the start time and boot we recorded (a zombie qualifies, unlike `is_alive`).
     fn same_start(vm: &VmRuntime) -> bool {
         vm.pid != 0
@@ -261,6 +303,14 @@ impl VmmBackend for QemuBackend {
             std::os::unix::fs::chown(&l.run_dir, Some(uid), Some(gid))
                 .map_err(|e| VmmError::io("chown", &l.run_dir, e))?;
         }
+        // QEMU reopens the disk by name after dropping to the VMM uid (see cmdline.rs): link it in
+        // and let that uid open it.
+        std::fs::hard_link(&spec.disk, l.disk_link())
+            .map_err(|e| VmmError::io("hard-link the disk into", &l.run_dir, e))?;
+        if let Some((uid, gid)) = self.cfg.runas {
+            std::os::unix::fs::chown(&spec.disk, Some(uid), Some(gid))
+                .map_err(|e| VmmError::io("chown", &spec.disk, e))?;
+        }
         std::fs::create_dir_all(&l.logs_dir).map_err(|e| VmmError::io("create", &l.logs_dir, e))?;
         for log in [l.vmm_log(), l.console_log(), l.stderr_log()] {
             touch(&log)?;
@@ -271,15 +321,50 @@ impl VmmBackend for QemuBackend {
     async fn boot(&self, spec: &VmSpec) -> Result<VmRuntime, VmmError> {
         let l = Layout::of_spec(spec);
         l.check_socket_paths()?;
-        self.launch(spec, &l).await
+        self.launch(spec, &l, Start::Boot).await
     }
 
     async fn pause(&self, vm: &VmRuntime) -> Result<(), VmmError> {
         self.command(vm, "stop").await
     }
 
+    /// Unplugs the vsock device while the guest still runs (it must acknowledge the removal), then
+    /// stops the vCPUs.
+    async fn pause_for_snapshot(&self, vm: &VmRuntime) -> Result<(), VmmError> {
+        let mut qmp = self.qmp(vm).await?;
+        vsock::detach(&mut qmp).await?;
+        qmp.execute("stop", None).await.map(drop)
+    }
+
+    /// Runs the vCPUs and, after a snapshot, plugs a vsock device in again (restarting the helper if
+    /// it died meanwhile).
     async fn resume(&self, vm: &VmRuntime) -> Result<(), VmmError> {
-        self.command(vm, "cont").await
+        let mut qmp = self.qmp(vm).await?;
+        qmp.execute("cont", None).await?;
+        if !vsock::present(&mut qmp).await? {
+            helper::ensure_running(&self.cfg, &Layout::of_runtime(vm)).await?;
+            vsock::attach(&mut qmp).await?;
+        }
+        Ok(())
+    }
+
+    async fn snapshot_create(&self, vm: &VmRuntime, dir: &Path) -> Result<(), VmmError> {
+        let mut qmp = self.qmp(vm).await?;
+        migrate::save(&mut qmp, dir).await
+    }
+
+    /// Starts QEMU with `-incoming defer` and no vsock device (the snapshot has none), loads
+    /// `vmstate.snap` from `snapshot_dir`, runs the guest and plugs a vsock device in. The state file
+    /// is read during the load only, so deleting the snapshot afterwards cannot touch this VM.
+    async fn restore(&self, spec: &VmSpec, snapshot_dir: &Path) -> Result<VmRuntime, VmmError> {
+        let l = Layout::of_spec(spec);
+        l.check_socket_paths()?;
+        let vm = self.launch(spec, &l, Start::Incoming).await?;
+        if let Err(e) = self.load_and_run(&vm, snapshot_dir).await {
+            self.discard(&vm).await;
+            return Err(e);
+        }
+        Ok(vm)
     }
 
     /// Presses the ACPI power button; guest init treats it as SIGPWR and powers off.
@@ -408,7 +493,15 @@ mod tests {
         let b = any_backend();
         b.prepare(&s).await.unwrap();
         assert!(s.run_dir.is_dir());
-        assert_eq!(std::fs::read_dir(&s.run_dir).unwrap().count(), 0);
+        // Nothing but the disk's hard link (same inode) for QEMU to open by a relative name.
+        let left: Vec<_> = std::fs::read_dir(&s.run_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["disk.ext4"]);
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&s.run_dir.join("disk.ext4")), ino(&s.disk));
         for f in [crate::LOG_VMM, crate::LOG_CONSOLE, crate::LOG_VMM_STDERR] {
             assert!(s.logs_dir.join(f).is_file(), "{f}");
         }

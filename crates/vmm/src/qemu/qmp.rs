@@ -7,6 +7,7 @@ pub(crate) use crate::transcript::Transcript;
 use crate::VmmError;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -52,17 +53,41 @@ impl Qmp {
 
     /// Runs `command` and returns its `return` value; a QMP `error` becomes [`VmmError::Rejected`].
     pub async fn execute(&mut self, command: &str, args: Option<Value>) -> Result<Value, VmmError> {
+        self.run(command, args, None).await
+    }
+
+    /// As [`Qmp::execute`], passing `fd` along with the command (`SCM_RIGHTS`), as `getfd` expects.
+    pub async fn execute_with_fd(
+        &mut self,
+        command: &str,
+        args: Option<Value>,
+        fd: BorrowedFd<'_>,
+    ) -> Result<Value, VmmError> {
+        self.run(command, args, Some(fd)).await
+    }
+
+    async fn run(
+        &mut self,
+        command: &str,
+        args: Option<Value>,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Value, VmmError> {
         let id = self.next_id;
         self.next_id += 1;
         let mut msg = json!({ "execute": command, "id": id });
         if let Some(args) = args {
             msg["arguments"] = args;
         }
-        let line = msg.to_string();
+        let mut line = msg.to_string();
         self.transcript.record("->", &line);
+        line.push('\n');
         let send = async {
-            self.writer.write_all(line.as_bytes()).await?;
-            self.writer.write_all(b"\n").await
+            let mut rest = line.as_bytes();
+            if let Some(fd) = fd {
+                let sent = self.send_fd(rest, fd).await?;
+                rest = &rest[sent..];
+            }
+            self.writer.write_all(rest).await
         };
         tokio::time::timeout(IO_TIMEOUT, send)
             .await
@@ -88,6 +113,65 @@ impl Qmp {
             }
             return Ok(reply.get("return").cloned().unwrap_or(Value::Null));
         }
+    }
+
+    /// Sends a first part of `bytes` with `fd` attached; returns how many bytes went.
+    async fn send_fd(&mut self, bytes: &[u8], fd: BorrowedFd<'_>) -> std::io::Result<usize> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let stream = self.writer.as_ref();
+        loop {
+            stream.writable().await?;
+            let raw = stream.as_raw_fd();
+            let fds = [fd.as_raw_fd()];
+            let attempt = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                sendmsg::<()>(
+                    raw,
+                    &[std::io::IoSlice::new(bytes)],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match attempt {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits up to `within` for event `name` whose `data` satisfies `matches`; other events are kept.
+    pub async fn wait_event(
+        &mut self,
+        name: &str,
+        matches: impl Fn(&Value) -> bool,
+        within: Duration,
+    ) -> Result<Value, VmmError> {
+        let wanted = |ev: &Value| {
+            ev.get("event").and_then(Value::as_str) == Some(name)
+                && matches(ev.get("data").unwrap_or(&Value::Null))
+        };
+        if let Some(i) = self.events.iter().position(wanted) {
+            return Ok(self.events.remove(i).expect("index from position"));
+        }
+        let wait = async {
+            loop {
+                let msg = self.read_message(name).await?;
+                if wanted(&msg) {
+                    return Ok(msg);
+                }
+                if msg.get("event").is_some() {
+                    self.events.push_back(msg);
+                }
+            }
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .map_err(|_| VmmError::Timeout {
+                what: format!("QMP event {name}"),
+                ms: within.as_millis() as u64,
+            })?
     }
 
     /// The next asynchronous event (`{"event": ..., "data": ..., "timestamp": ...}`).
