@@ -15,6 +15,8 @@ const FILES: [&str; 4] = [
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // `sqlx::migrate!` embeds the files it found; a new migration must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-env-changed=RDS_SWAGGER_UI_TGZ");
     println!("cargo:rustc-check-cfg=cfg(rds_swagger_assets)");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("swagger-ui");

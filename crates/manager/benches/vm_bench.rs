@@ -5,106 +5,12 @@
 //! hybrid-vsock round trip to the agent for comparison, and manager RSS idle and with 2 VMs.
 //! `RDS_BENCH_BOOTS` (default 5) and `RDS_BENCH_EXECS` (default 200) set the run counts.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+mod common;
+
+use common::{call, call_raw, pct, random_targz, row, rss_mib, Manager};
 use rds_manager::agent::{AgentClient, AgentConfig};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
-
-const KEY: &str = "bench-key-0123456789abcdef";
-
-async fn call(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let data = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("x-api-key", KEY)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(data)))
-        .unwrap();
-    let resp = tx.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-async fn call_raw(port: u16, method: &str, path: &str, ct: &str, body: Vec<u8>) -> (u16, Bytes) {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("x-api-key", KEY)
-        .header("content-type", ct)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = tx.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
-}
-
-/// A tar.gz holding one file of `n` pseudo-random (incompressible) bytes.
-fn random_targz(n: usize) -> Vec<u8> {
-    use std::io::Write;
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let data: Vec<u8> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_path("blob.bin").unwrap();
-    h.set_size(n as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    tar.append(&h, data.as_slice()).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar.into_inner().unwrap()).unwrap();
-    gz.finish().unwrap()
-}
-
-/// One result line: label, unit, p50 and p90 of the samples.
-fn row(label: &str, unit: &str, samples: &mut [f64]) {
-    let (p50, p90) = (pct(samples, 0.5), pct(samples, 0.9));
-    println!("{label:<23} p50 {p50:.2} {unit}  p90 {p90:.2} {unit}");
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
-}
 
 #[tokio::main]
 async fn main() {
@@ -123,41 +29,9 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let dir = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let storage = dir.path().join("s");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_run-dat-sheesh"));
-    cmd.env("API_KEY", KEY)
-        .env("ADMIN_EMAIL", "a@b.c")
-        .env("ADMIN_PASSWORD", "bench-password-1")
-        .env("PORT", port.to_string())
-        .env("STORAGE_ROOT", &storage)
-        .env("SQLITE_PATH", dir.path().join("m.db"))
-        .env("KERNEL_PATH", &image.kernel)
-        .env("BASE_ROOTFS_PATH", &image.rootfs)
-        .env("VHOST_VSOCK_BIN", &vhost)
-        .env("VSOCK_HEALTH_TIMEOUT_MS", "120000")
-        .env("RATE_LIMIT_EXEC", "0")
-        .env("RUST_LOG", "warn");
-    if let Some(i) = &image.initrd {
-        cmd.env("INITRD_PATH", i);
-    }
-    let mut manager = cmd.spawn().expect("start manager");
-    let up = rds_testkit::wait_until(Duration::from_secs(30), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    assert!(up.is_some(), "manager did not start");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = rss_mib(manager.id());
+    let manager = Manager::start(&image, &vhost, &[]).await;
+    let (port, storage) = (manager.port, manager.storage.clone());
+    let idle_rss = rss_mib(manager.child.id());
 
     // Cold boots, one at a time: create → 201 → first exec answered.
     let (mut to_201, mut to_exec) = (Vec::new(), Vec::new());
@@ -199,7 +73,7 @@ async fn main() {
         ids.push(vm["id"].as_str().unwrap().to_string());
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let two_vm_rss = rss_mib(manager.id());
+    let two_vm_rss = rss_mib(manager.child.id());
     let mut rt = Vec::new();
     for _ in 0..execs {
         let t = Instant::now();
@@ -284,8 +158,7 @@ async fn main() {
     for id in &ids {
         call(port, "DELETE", &format!("/v1/vms/{id}"), None).await;
     }
-    let _ = manager.kill();
-    let _ = manager.wait();
+    drop(manager);
 
     println!("vm_bench (QEMU TCG, 1 vCPU / 512 MiB, {boots} boots, {execs} calls)");
     row("create -> 201", "s", &mut to_201);

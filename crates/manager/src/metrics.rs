@@ -42,6 +42,12 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "histogram",
         "Time to stop a VM",
     ),
+    ("rds_snapshots", "gauge", "Snapshots by kind"),
+    (
+        "rds_snapshot_create_duration_seconds",
+        "histogram",
+        "Time to capture a snapshot, by whether memory was captured",
+    ),
     (
         "rds_exec_total",
         "counter",

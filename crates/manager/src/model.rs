@@ -156,6 +156,85 @@ pub struct ImageSeed {
     pub error: Option<String>,
 }
 
+/// `user_overlay` (a user's `POST /v1/vms/:id/snapshots`) or `template` (an image's seed, internal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotKind {
+    UserOverlay,
+    Template,
+}
+
+impl SnapshotKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::UserOverlay => "user_overlay",
+            SnapshotKind::Template => "template",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SnapshotKind> {
+        match s {
+            "user_overlay" => Some(SnapshotKind::UserOverlay),
+            "template" => Some(SnapshotKind::Template),
+            _ => None,
+        }
+    }
+}
+
+/// One snapshot (`vm-lifecycle.md` §8.1, §12): the row holds these fields in snake_case, and the
+/// snapshot's `meta.json` is this struct serialised (camelCase), so a directory describes itself and
+/// can be registered again after its row was lost.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub kind: SnapshotKind,
+    pub image_id: String,
+    /// Null for templates.
+    pub source_vm_id: Option<String>,
+    /// The template the source VM was restored from, if any.
+    pub base_seed_snapshot_id: Option<String>,
+    pub cpu: u32,
+    pub mem_mb: u32,
+    pub disk_size_mb: u64,
+    pub has_memory: bool,
+    /// Allocated bytes of the snapshot's directory.
+    pub size_bytes: u64,
+    pub backend: String,
+    pub vmm_version: String,
+    pub agent_port: u32,
+    pub kernel_sha256: Option<String>,
+    pub initrd_sha256: Option<String>,
+    pub rootfs_sha256: Option<String>,
+    pub created_at: String,
+}
+
+#[cfg(test)]
+impl SnapshotRecord {
+    /// A user snapshot with every field set, for unit tests.
+    pub(crate) fn sample() -> SnapshotRecord {
+        SnapshotRecord {
+            id: "snap-0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            kind: SnapshotKind::UserOverlay,
+            image_id: "img-1".into(),
+            source_vm_id: Some("vm-1".into()),
+            base_seed_snapshot_id: None,
+            cpu: 1,
+            mem_mb: 512,
+            disk_size_mb: 256,
+            has_memory: true,
+            size_bytes: 4096,
+            backend: "qemu".into(),
+            vmm_version: "7.2.0".into(),
+            agent_port: 8080,
+            kernel_sha256: Some("k".into()),
+            initrd_sha256: None,
+            rootfs_sha256: Some("r".into()),
+            created_at: "2024-01-01T00:00:00.000Z".into(),
+        }
+    }
+}
+
 /// RFC 3339 UTC with millisecond precision, the timestamp format of the whole API.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -113,6 +113,7 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         db.clone(),
         &settings.images_dir,
         &settings.storage_root.join("tmp"),
+        &settings.storage_root.join("snapshots"),
         CloneMode::parse(settings.disks.clone_mode),
     )
     .map_err(images_err)?;

@@ -527,6 +527,7 @@ async fn bundles_defaults_deletes_and_images_in_use() {
             outbound_internet: false,
             allow_ips: vec![],
             image_id: id.clone(),
+            source_snapshot_id: None,
             backend: "qemu".into(),
         },
         10,

@@ -1,12 +1,12 @@
 //! The database story: one test body, run on SQLite and on Postgres (style.md, after Atuin's
 //! `db_story.rs`). It goes through the `Db` API the manager uses: the built-in image, creates up to the
-//! quota, address allocation and its derived identities, state changes, tombstones, listing, and a
-//! restart (a second `Db` on the same database). The Postgres half needs `RDS_TEST_DATABASE_URL`
+//! quota, address allocation and its derived identities, state changes, tombstones, listing, snapshot
+//! rows, and a restart (a second `Db` on the same database). The Postgres half needs `RDS_TEST_DATABASE_URL`
 //! (`scripts/test-postgres.sh`); without it it prints SKIP, or fails under `RDS_REQUIRE_E2E=1`.
 
 use rds_manager::config::{DbSettings, Subnet};
-use rds_manager::db::{CreateVmError, Db, NewVm};
-use rds_manager::model::{VmRecord, VmState};
+use rds_manager::db::{CreateVmError, Db, NewVm, SnapshotScope};
+use rds_manager::model::{SnapshotKind, SnapshotRecord, VmRecord, VmState};
 use rds_testkit::TestPostgres;
 use std::net::Ipv4Addr;
 
@@ -35,6 +35,7 @@ fn new_vm(id: &str, image_id: &str) -> NewVm {
         outbound_internet: true,
         allow_ips: vec!["10.0.0.0/8".into()],
         image_id: image_id.into(),
+        source_snapshot_id: None,
         backend: "qemu".into(),
     }
 }
@@ -289,6 +290,100 @@ async fn image_queries(settings: DbSettings) {
     db.close().await;
 }
 
+fn snapshot(id: &str, kind: SnapshotKind, image: &str) -> SnapshotRecord {
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    SnapshotRecord {
+        id: id.into(),
+        kind,
+        image_id: image.into(),
+        source_vm_id: (kind == SnapshotKind::UserOverlay).then(|| "vm-src".to_string()),
+        base_seed_snapshot_id: None,
+        cpu: 2,
+        mem_mb: 768,
+        disk_size_mb: 1024,
+        has_memory: kind == SnapshotKind::Template,
+        size_bytes: 5_000_000_000,
+        backend: "qemu".into(),
+        vmm_version: "7.2.19".into(),
+        agent_port: 8080,
+        kernel_sha256: Some("k".repeat(64)),
+        initrd_sha256: None,
+        rootfs_sha256: Some("r".repeat(64)),
+        created_at: rds_manager::model::now_rfc3339(),
+    }
+}
+
+/// Snapshot rows: every column round-trips (large sizes, nulls, flags), listings by scope are
+/// newest first, and the image queries see user snapshots and templates apart.
+async fn snapshot_queries(settings: DbSettings) {
+    let db = Db::connect(&settings).await.unwrap();
+    let img = db.insert_image("img-a", "a", "a").await.unwrap().id;
+    let tpl = snapshot("snap-t", SnapshotKind::Template, &img);
+    let old = snapshot("snap-b", SnapshotKind::UserOverlay, &img);
+    let new = SnapshotRecord {
+        base_seed_snapshot_id: Some("snap-t".into()),
+        ..snapshot("snap-a", SnapshotKind::UserOverlay, &img)
+    };
+    for s in [&tpl, &old, &new] {
+        db.insert_snapshot(s).await.unwrap();
+    }
+    assert_eq!(
+        db.get_snapshot("snap-a").await.unwrap().as_ref(),
+        Some(&new)
+    );
+    assert_eq!(
+        db.get_snapshot("snap-t").await.unwrap().as_ref(),
+        Some(&tpl)
+    );
+    assert!(db.get_snapshot("snap-x").await.unwrap().is_none());
+    let ids = |v: Vec<SnapshotRecord>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(db.list_snapshots(SnapshotScope::User).await.unwrap()),
+        ["snap-a", "snap-b"]
+    );
+    assert_eq!(
+        ids(db.list_snapshots(SnapshotScope::Internal).await.unwrap()),
+        ["snap-t"]
+    );
+    assert_eq!(
+        ids(db.list_snapshots(SnapshotScope::All).await.unwrap()),
+        ["snap-a", "snap-b", "snap-t"]
+    );
+    assert_eq!(
+        db.count_snapshots().await.unwrap(),
+        vec![("template".to_string(), 1), ("user_overlay".to_string(), 2)]
+    );
+    assert_eq!(
+        db.user_snapshot_using_image(&img).await.unwrap().as_deref(),
+        Some("snap-a")
+    );
+    assert_eq!(db.template_snapshot_ids(&img).await.unwrap(), ["snap-t"]);
+    assert_eq!(db.image_seeded_by("snap-t").await.unwrap(), None);
+    db.set_image_seed_ready(&img, "snap-t").await.unwrap();
+    assert_eq!(
+        db.image_seeded_by("snap-t").await.unwrap().as_deref(),
+        Some(img.as_str())
+    );
+    let seed = db.get_image(&img).await.unwrap().unwrap().seed.unwrap();
+    assert_eq!(
+        (seed.snapshot_id.as_deref(), seed.status.as_str()),
+        (Some("snap-t"), "ready")
+    );
+    assert!(db.delete_snapshot("snap-b").await.unwrap());
+    assert!(!db.delete_snapshot("snap-b").await.unwrap());
+    assert!(db.delete_snapshot("snap-a").await.unwrap());
+    assert_eq!(db.user_snapshot_using_image(&img).await.unwrap(), None);
+    // Deleting the image takes its templates along.
+    db.delete_image(&img).await.unwrap();
+    assert!(db.get_snapshot("snap-t").await.unwrap().is_none());
+    assert!(db
+        .list_snapshots(SnapshotScope::All)
+        .await
+        .unwrap()
+        .is_empty());
+    db.close().await;
+}
+
 /// Two managers on one database, creating at once: the quota holds and no address is handed out twice.
 async fn concurrent_creates(settings: DbSettings) {
     let subnet = Subnet::parse("172.16.0.0/27").unwrap();
@@ -350,6 +445,20 @@ async fn image_queries_postgres() {
         return;
     };
     image_queries(postgres(&pg)).await;
+}
+
+#[tokio::test]
+async fn snapshot_queries_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    snapshot_queries(sqlite(&dir)).await;
+}
+
+#[tokio::test]
+async fn snapshot_queries_postgres() {
+    let Some(pg) = TestPostgres::create("db_story::snapshot_queries_postgres").await else {
+        return;
+    };
+    snapshot_queries(postgres(&pg)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -151,6 +151,7 @@ async fn manager(
         extra,
         Opts {
             resolv_conf: Some(format!("nameserver {INET_DNS}\n")),
+            ..Opts::default()
         },
     )
     .await;

@@ -347,6 +347,16 @@ impl HostNet {
         Ok(())
     }
 
+    /// Sets the VM's TAP administratively up or down; the port stays on the bridge and its rules
+    /// stay in place (a restored guest keeps it down until it has its new identity).
+    pub async fn set_tap_up(&self, vm: &VmNet, up: bool) -> Result<(), NetError> {
+        let _g = self.lock.lock().await;
+        let l = link::get(&self.handle, &vm.tap)
+            .await?
+            .ok_or_else(|| NetError::LinkMissing(vm.tap.clone()))?;
+        link::set_up(&self.handle, l.index, &vm.tap, up).await
+    }
+
     /// Replaces the VM's policy (allow list, peer links) in one transaction; links untouched.
     pub async fn update_vm(&self, vm: &VmNet) -> Result<(), NetError> {
         self.check_vm(vm)?;

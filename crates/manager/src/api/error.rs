@@ -79,13 +79,25 @@ impl From<LifecycleError> for ApiError {
     fn from(e: LifecycleError) -> Self {
         use crate::lifecycle::LifecycleError as L;
         let status = match &e {
-            L::NotFound(_) | L::ImageNotFound => StatusCode::NOT_FOUND,
-            L::NotRunning(_) | L::WrongState { .. } | L::Busy { .. } | L::NoLongerRunning(_) => {
-                StatusCode::CONFLICT
+            L::NotFound(_) | L::ImageNotFound | L::SnapshotNotFound | L::OverlayNotFound => {
+                StatusCode::NOT_FOUND
             }
+            L::NotRunning(_)
+            | L::WrongState { .. }
+            | L::Busy { .. }
+            | L::NoLongerRunning(_)
+            | L::ActiveTemplate { .. }
+            | L::BeingRestored(_) => StatusCode::CONFLICT,
             L::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
             L::NoAddress => StatusCode::SERVICE_UNAVAILABLE,
-            L::ImageIncomplete | L::NoDefaultImage => StatusCode::BAD_REQUEST,
+            L::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+            L::ImageIncomplete
+            | L::NoDefaultImage
+            | L::NotAnOverlay
+            | L::SnapshotImageMismatch { .. }
+            | L::DiskSmallerThanSnapshot(_) => StatusCode::BAD_REQUEST,
+            // The reason is the caller's diagnosis (`api.md` §3.10), like a failed boot's.
+            L::SnapshotFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             L::BootFailed { cause, .. } => match cause {
                 crate::lifecycle::BootFailure::Host => StatusCode::INTERNAL_SERVER_ERROR,
                 crate::lifecycle::BootFailure::AgentUnreachable => StatusCode::BAD_GATEWAY,

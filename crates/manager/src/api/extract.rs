@@ -56,13 +56,50 @@ impl<S: Send + Sync> FromRequestParts<S> for VmId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| ApiError::bad_request("Invalid VM id"))?;
-        parse_vm_id(&raw)
+        path_id(parts, state, parse_vm_id, "Invalid VM id")
+            .await
             .map(VmId)
-            .ok_or_else(|| ApiError::bad_request("Invalid VM id"))
+    }
+}
+
+/// The route's one path parameter as `parse` canonicalises it; 400 `message` otherwise.
+pub async fn path_id<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    parse: impl Fn(&str) -> Option<String>,
+    message: &'static str,
+) -> Result<String, ApiError> {
+    let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::bad_request(message))?;
+    parse(&raw).ok_or_else(|| ApiError::bad_request(message))
+}
+
+/// `<prefix><uuid>` (prefix case-insensitive, any UUID version), canonical and lowercased; the
+/// form of image and snapshot ids (`api.md` §1.8).
+pub fn parse_prefixed_id(raw: &str, prefix: &str) -> Option<String> {
+    let rest = raw
+        .get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .and(raw.get(prefix.len()..))?;
+    if rest.len() != 36 {
+        return None;
+    }
+    let id = uuid::Uuid::try_parse(rest).ok()?;
+    Some(format!("{prefix}{}", id.hyphenated()))
+}
+
+/// A snapshot id from the path: `snap-<uuid>`, lowercased.
+pub struct SnapshotId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SnapshotId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let parse = |raw: &str| parse_prefixed_id(raw, "snap-");
+        path_id(parts, state, parse, "Invalid snapshot id")
+            .await
+            .map(SnapshotId)
     }
 }
 

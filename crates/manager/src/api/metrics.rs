@@ -54,6 +54,15 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             gauges.push(("rds_vms", vec![("state", state.to_string())], n as f64));
         }
     }
+    if let Ok(counts) = st.vms.snapshot_counts().await {
+        for kind in ["user_overlay", "template"] {
+            let n = counts
+                .iter()
+                .find(|(k, _)| k == kind)
+                .map_or(0, |(_, n)| *n);
+            gauges.push(("rds_snapshots", vec![("kind", kind.to_string())], n as f64));
+        }
+    }
     let body = st.metrics.render(&gauges);
     (
         [(

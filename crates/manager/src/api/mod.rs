@@ -54,7 +54,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    use routes::{files, health, images, logs, runs, vms};
+    use routes::{files, health, images, logs, runs, snapshots, vms};
     let v1 = OpenApiRouter::new()
         .routes(routes!(vms::list, vms::create))
         .routes(routes!(vms::get, vms::destroy))
@@ -67,6 +67,9 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(files::download))
         .routes(routes!(logs::vm_log))
         .routes(routes!(logs::exec_logs))
+        .routes(routes!(snapshots::create))
+        .routes(routes!(snapshots::list))
+        .routes(routes!(snapshots::get, snapshots::delete))
         .routes(routes!(images::list, images::create))
         .routes(routes!(images::get, images::delete))
         .routes(routes!(images::put_kernel))

@@ -81,8 +81,14 @@ pub struct CreateVmBody {
     pub outbound_internet: Option<bool>,
     /// `img-<uuid>`; default: the default image.
     pub image_id: Option<String>,
-    /// 64..1048576; default OVERLAY_SIZE_BYTES / MiB.
+    /// 64..1048576; default: the snapshot's size when restoring, else OVERLAY_SIZE_BYTES / MiB; never
+    /// below the snapshot's.
     pub disk_size_mb: Option<u64>,
+    /// `snap-<uuid>`: a user snapshot to restore (memory when compatible, else its disk).
+    pub user_overlay_snapshot_id: Option<String>,
+    /// Deprecated alias of `userOverlaySnapshotId`; if both are given they must be equal.
+    #[schema(deprecated)]
+    pub snapshot_id: Option<String>,
 }
 
 /// `POST /v1/vms/{id}/exec` body (`api.md` §3.7).

@@ -50,6 +50,16 @@ pub fn create_vm(o: &Obj, limits: &Limits) -> Result<CreateVm, ApiError> {
         Some(Value::String(s)) if is_prefixed_uuid(s, "img-") => Some(s.to_ascii_lowercase()),
         Some(_) => return Err(ApiError::bad_request("imageId must be an image id")),
     };
+    let overlay = snapshot_id(o, "userOverlaySnapshotId")?;
+    let alias = snapshot_id(o, "snapshotId")?;
+    let snapshot_id = match (overlay, alias) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::bad_request(
+                "snapshotId and userOverlaySnapshotId differ",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
     Ok(CreateVm {
         cpu: cpu as u32,
         mem_mb: mem_mb as u32,
@@ -57,7 +67,21 @@ pub fn create_vm(o: &Obj, limits: &Limits) -> Result<CreateVm, ApiError> {
         outbound_internet,
         allow_ips,
         image_id,
+        snapshot_id,
     })
+}
+
+/// An optional snapshot id field: `snap-<uuid>`, lowercased.
+fn snapshot_id(o: &Obj, name: &str) -> Result<Option<String>, ApiError> {
+    match field(o, name) {
+        None => Ok(None),
+        Some(Value::String(s)) => super::extract::parse_prefixed_id(s, "snap-")
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("{name} must be a snapshot id"))),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{name} must be a snapshot id"
+        ))),
+    }
 }
 
 fn is_prefixed_uuid(s: &str, prefix: &str) -> bool {
@@ -254,6 +278,37 @@ mod tests {
             create_err(json!({"cpu": 1, "memMb": 256, "imageId": "img-123"})),
             "imageId must be an image id"
         );
+        let snap = "snap-0f8fad5b-d9cb-469f-a165-70867728950e";
+        let other = "snap-1f8fad5b-d9cb-469f-a165-70867728950e";
+        for bad in [
+            json!("snap-1"),
+            json!(7),
+            json!("img-0f8fad5b-d9cb-469f-a165-70867728950e"),
+        ] {
+            assert_eq!(
+                create_err(json!({"cpu": 1, "memMb": 256, "userOverlaySnapshotId": bad})),
+                "userOverlaySnapshotId must be a snapshot id"
+            );
+        }
+        assert_eq!(
+            create_err(json!({"cpu": 1, "memMb": 256, "snapshotId": "x"})),
+            "snapshotId must be a snapshot id"
+        );
+        assert_eq!(
+            create_err(
+                json!({"cpu": 1, "memMb": 256, "snapshotId": snap, "userOverlaySnapshotId": other})
+            ),
+            "snapshotId and userOverlaySnapshotId differ"
+        );
+        // Either name alone, or both equal (case aside), name the same snapshot.
+        for body in [
+            json!({"cpu": 1, "memMb": 256, "snapshotId": snap}),
+            json!({"cpu": 1, "memMb": 256, "userOverlaySnapshotId": snap.to_uppercase()}),
+            json!({"cpu": 1, "memMb": 256, "snapshotId": snap, "userOverlaySnapshotId": snap.to_uppercase()}),
+        ] {
+            let ok = create_vm(&obj(body), &limits()).unwrap();
+            assert_eq!(ok.snapshot_id.as_deref(), Some(snap));
+        }
         let ok = create_vm(
             &obj(json!({"cpu": 2, "memMb": 256, "outboundInternet": null, "extra": {"x": 1}})),
             &limits(),

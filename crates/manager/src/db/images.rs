@@ -218,6 +218,20 @@ impl Db {
         Ok(())
     }
 
+    /// The image's template is `snapshot_id` and ready (`vm-lifecycle.md` §8.5).
+    pub async fn set_image_seed_ready(&self, id: &str, snapshot_id: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE guest_images SET seed_snapshot_id = $1, seed_status = 'ready', \
+             seed_updated_at = $2, seed_error = NULL WHERE id = $3",
+        )
+        .bind(snapshot_id)
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Forgets the image's initrd; the template is discarded as for an upload.
     pub async fn clear_image_initrd(&self, id: &str) -> Result<(), DbError> {
         sqlx::query(
@@ -231,7 +245,7 @@ impl Db {
         Ok(())
     }
 
-    /// Removes the row and the default setting if it pointed here, together.
+    /// Removes the row, its template rows and the default setting if it pointed here, together.
     pub async fn delete_image(&self, id: &str) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM settings WHERE key = 'defaultGuestImageId' AND value = $1")
@@ -239,6 +253,10 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM guest_images WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM snapshots WHERE image_id = $1 AND kind = 'template'")
             .bind(id)
             .execute(&mut *tx)
             .await?;

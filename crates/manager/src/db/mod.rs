@@ -5,8 +5,10 @@
 
 mod images;
 pub mod reconcile;
+mod snapshots;
 mod vms;
 
+pub use snapshots::SnapshotScope;
 pub use vms::{CreateVmError, NewVm};
 
 use crate::config::DbSettings;

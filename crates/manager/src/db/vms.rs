@@ -20,6 +20,8 @@ pub struct NewVm {
     pub outbound_internet: bool,
     pub allow_ips: Vec<String>,
     pub image_id: String,
+    /// The snapshot a restore starts from.
+    pub source_snapshot_id: Option<String>,
     pub backend: String,
 }
 
@@ -180,8 +182,9 @@ impl Db {
         let allow = serde_json::to_string(&vm.allow_ips).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "INSERT INTO vms (id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
-             outbound_internet, allow_ips, image_id, backend, created_at, updated_at) \
-             VALUES ($1, 'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+             outbound_internet, allow_ips, image_id, source_snapshot_id, backend, created_at, \
+             updated_at) VALUES ($1, 'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             $14, $14)",
         )
         .bind(&vm.id)
         .bind(i64::from(vm.cpu))
@@ -194,6 +197,7 @@ impl Db {
         .bind(flag(vm.outbound_internet))
         .bind(allow)
         .bind(&vm.image_id)
+        .bind(&vm.source_snapshot_id)
         .bind(&vm.backend)
         .bind(&now)
         .execute(&mut *tx)

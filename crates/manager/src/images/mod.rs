@@ -48,6 +48,8 @@ pub enum ImageError {
     InUse,
     #[error("Image is in use by an active VM")]
     InUseByVm,
+    #[error("Image is in use by snapshot {0}")]
+    InUseBySnapshot(String),
     #[error("Built-in image cannot be deleted while KERNEL_PATH and BASE_ROOTFS_PATH point to it")]
     BuiltInCurrent,
     #[error("Image is missing kernel or rootfs")]
@@ -107,6 +109,8 @@ struct Inner {
     db: Db,
     dir: PathBuf,
     spool: PathBuf,
+    /// `STORAGE_ROOT/snapshots`: an image's templates go with it.
+    snapshots: PathBuf,
     clone_mode: CloneMode,
     /// Serialises the final check-and-rename of uploads with deletes.
     commit: tokio::sync::Mutex<()>,
@@ -116,11 +120,12 @@ struct Inner {
 
 impl ImageService {
     /// Creates `images_dir` if missing (0711: the VMM uid may need to pass through, never to list).
-    /// `spool_dir` holds bundle zips while they are read.
+    /// `spool_dir` holds bundle zips while they are read; `snapshots_dir` the image's templates.
     pub fn new(
         db: Db,
         images_dir: &Path,
         spool_dir: &Path,
+        snapshots_dir: &Path,
         clone_mode: CloneMode,
     ) -> Result<ImageService, ImageError> {
         for dir in [images_dir, spool_dir] {
@@ -137,6 +142,7 @@ impl ImageService {
                 db,
                 dir: images_dir.to_path_buf(),
                 spool: spool_dir.to_path_buf(),
+                snapshots: snapshots_dir.to_path_buf(),
                 clone_mode,
                 commit: tokio::sync::Mutex::new(()),
                 builtin: std::sync::Mutex::new(None),
@@ -184,7 +190,9 @@ impl ImageService {
         if image.built_in {
             return Err(ImageError::BuiltInReadOnly);
         }
-        if self.inner.db.vm_using_image(id).await?.is_some() {
+        if self.inner.db.vm_using_image(id).await?.is_some()
+            || self.inner.db.user_snapshot_using_image(id).await?.is_some()
+        {
             return Err(ImageError::InUse);
         }
         Ok(image)
@@ -243,6 +251,8 @@ impl ImageService {
     ) -> Result<(), ImageError> {
         let _serial = self.inner.commit.lock().await;
         self.writable(id).await?;
+        // The templates were made on the files being replaced.
+        self.remove_templates(id).await?;
         let dir = self.image_dir(id)?;
         for (part, got) in files {
             let dst = dir.join(part.file_name());
@@ -288,11 +298,16 @@ impl ImageService {
         if self.inner.db.vm_using_image(id).await?.is_some() {
             return Err(ImageError::InUseByVm);
         }
+        if let Some(snap) = self.inner.db.user_snapshot_using_image(id).await? {
+            return Err(ImageError::InUseBySnapshot(snap));
+        }
         let current = self.inner.builtin.lock().expect("builtin lock").clone();
         if image.built_in && current.as_deref() == Some(id) {
             return Err(ImageError::BuiltInCurrent);
         }
+        let templates = self.inner.db.template_snapshot_ids(id).await?;
         self.inner.db.delete_image(id).await?;
+        self.remove_snapshot_dirs(id, &templates).await;
         // Only the image's own folder: older built-in rows may point at files outside IMAGES_DIR.
         let dir = self.inner.dir.join(id);
         match tokio::fs::remove_dir_all(&dir).await {
@@ -302,6 +317,28 @@ impl ImageService {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Drops the image's template snapshots: rows, then files.
+    async fn remove_templates(&self, id: &str) -> Result<(), ImageError> {
+        let templates = self.inner.db.template_snapshot_ids(id).await?;
+        for snap in &templates {
+            self.inner.db.delete_snapshot(snap).await?;
+        }
+        self.remove_snapshot_dirs(id, &templates).await;
+        Ok(())
+    }
+
+    async fn remove_snapshot_dirs(&self, image_id: &str, ids: &[String]) {
+        for snap in ids {
+            let dir = self.inner.snapshots.join(snap);
+            match tokio::fs::remove_dir_all(&dir).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(%image_id, snapshot_id = %snap, error = %e, "template files not removed");
+                }
+                _ => tracing::info!(%image_id, snapshot_id = %snap, "snapshot.deleted"),
+            }
+        }
     }
 }
 

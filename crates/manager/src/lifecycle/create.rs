@@ -1,11 +1,13 @@
-//! Create (`vm-lifecycle.md` §2), boot mode: row + address, disk, VMM, readiness, RUNNING.
+//! Create (`vm-lifecycle.md` §2): resolve image and snapshot before anything is allocated, row +
+//! address, then a memory restore (`restore.rs`) or a boot: disk, VMM, readiness, RUNNING.
 
 use super::error::BootFailure;
 use super::ops::OpGuard;
+use super::snapshots::RestoreHold;
 use super::{LifecycleError, VmService};
 use crate::agent::AgentError;
 use crate::db::{CreateVmError, NewVm};
-use crate::model::{ImageRecord, VmRecord, VmState};
+use crate::model::{ImageRecord, SnapshotKind, SnapshotRecord, VmRecord, VmState};
 use rds_vmm::{VmRuntime, VmSpec};
 use std::path::PathBuf;
 use tracing::{info_span, Instrument};
@@ -19,6 +21,16 @@ pub struct CreateVm {
     pub outbound_internet: bool,
     pub allow_ips: Vec<String>,
     pub image_id: Option<String>,
+    /// `userOverlaySnapshotId` (or its alias `snapshotId`): the user snapshot to restore.
+    pub snapshot_id: Option<String>,
+}
+
+/// What a create resolved before allocating anything.
+struct Plan {
+    image: ImageRecord,
+    disk_size_mb: u64,
+    /// The snapshot to restore, held against deletion for the whole create.
+    source: Option<(SnapshotRecord, RestoreHold)>,
 }
 
 /// A failed provisioning step, with what was launched so far for the cleanup.
@@ -41,17 +53,17 @@ impl Failed {
 impl VmService {
     #[tracing::instrument(name = "vm.create", skip_all, fields(vm_id = tracing::field::Empty))]
     pub async fn create(&self, req: CreateVm) -> Result<VmRecord, LifecycleError> {
-        let image = self.resolve_image(req.image_id.as_deref()).await?;
+        let plan = self.plan_create(&req).await?;
+        let source = plan.source.as_ref().map(|(snap, _)| snap);
         let new = NewVm {
             id: uuid::Uuid::new_v4().to_string(),
             cpu: req.cpu,
             mem_mb: req.mem_mb,
-            disk_size_mb: req
-                .disk_size_mb
-                .unwrap_or(self.inner.settings.default_disk_mb),
+            disk_size_mb: plan.disk_size_mb,
             outbound_internet: req.outbound_internet,
             allow_ips: req.allow_ips,
-            image_id: image.id.clone(),
+            image_id: plan.image.id.clone(),
+            source_snapshot_id: source.map(|s| s.id.clone()),
             backend: self.inner.backend.capabilities().kind.as_str().to_string(),
         };
         let vm = {
@@ -70,8 +82,68 @@ impl VmService {
         tracing::Span::current().record("vm_id", vm.id.as_str());
         tracing::info!(vm_id = %vm.id, cpu = vm.cpu, mem_mb = vm.mem_mb, "vm.created");
         let guard = self.begin_op(&vm.id, "create")?;
-        self.boot_vm(&vm, &image, &guard, VmState::Error).await?;
+        let restored = match source {
+            Some(snap) => self.memory_restore(&vm, &plan.image, snap, &guard).await?,
+            None => false,
+        };
+        if !restored {
+            self.boot_vm(&vm, &plan.image, source, &guard, VmState::Error)
+                .await?;
+        }
         self.get(&vm.id).await
+    }
+
+    /// Image, snapshot and disk size, checked in the order of `api.md` §3.3: lookups (404) before
+    /// rules (400).
+    async fn plan_create(&self, req: &CreateVm) -> Result<Plan, LifecycleError> {
+        let db = &self.inner.db;
+        let named = match &req.image_id {
+            Some(id) => Some(
+                db.get_image(id)
+                    .await?
+                    .ok_or(LifecycleError::ImageNotFound)?,
+            ),
+            None => None,
+        };
+        let source = match &req.snapshot_id {
+            Some(id) => Some(self.hold_overlay(id).await?),
+            None => None,
+        };
+        let image = match (named, &source) {
+            (Some(image), _) => image,
+            (None, Some((snap, _))) => db
+                .get_image(&snap.image_id)
+                .await?
+                .ok_or(LifecycleError::ImageNotFound)?,
+            (None, None) => db
+                .default_image()
+                .await?
+                .ok_or(LifecycleError::NoDefaultImage)?,
+        };
+        let image = complete(image)?;
+        let mut disk_size_mb = req
+            .disk_size_mb
+            .unwrap_or(self.inner.settings.default_disk_mb);
+        if let Some((snap, _)) = &source {
+            if snap.kind != SnapshotKind::UserOverlay {
+                return Err(LifecycleError::NotAnOverlay);
+            }
+            if snap.image_id != image.id {
+                return Err(LifecycleError::SnapshotImageMismatch {
+                    snapshot: snap.image_id.clone(),
+                    vm: image.id.clone(),
+                });
+            }
+            disk_size_mb = req.disk_size_mb.unwrap_or(snap.disk_size_mb);
+            if disk_size_mb < snap.disk_size_mb {
+                return Err(LifecycleError::DiskSmallerThanSnapshot(snap.disk_size_mb));
+            }
+        }
+        Ok(Plan {
+            image,
+            disk_size_mb,
+            source,
+        })
     }
 
     pub(super) async fn resolve_image(
@@ -92,39 +164,26 @@ impl VmService {
                 .await?
                 .ok_or(LifecycleError::NoDefaultImage)?,
         };
-        if image.kernel_path.is_none() || image.rootfs_path.is_none() {
-            return Err(LifecycleError::ImageIncomplete);
-        }
-        Ok(image)
+        complete(image)
     }
 
-    /// Disk (if missing), VMM, readiness, RUNNING. On failure the VMM and run directory are gone and
-    /// the VM is in `fail_state` with `lastError`; disk and logs stay for diagnosis.
+    /// Disk (if missing: from `source`'s disk, else blank), VMM, readiness, RUNNING. On failure the
+    /// VMM and run directory are gone and the VM is in `fail_state` with `lastError`; disk and logs
+    /// stay for diagnosis.
     pub(super) async fn boot_vm(
         &self,
         vm: &VmRecord,
         image: &ImageRecord,
+        source: Option<&SnapshotRecord>,
         guard: &OpGuard,
         fail_state: VmState,
     ) -> Result<(), LifecycleError> {
         let mut launched = None;
-        let result = self.try_boot(vm, image, guard, &mut launched).await;
+        let result = self.try_boot(vm, image, source, guard, &mut launched).await;
         let Err(failed) = result else {
             return Ok(());
         };
-        let was_launched = launched.is_some();
-        let rt = launched.unwrap_or_else(|| self.idle_runtime(&vm.id));
-        self.inner.backend.kill(&rt).await;
-        if was_launched {
-            // Reap it: nothing else waits for a VMM whose boot failed.
-            let reaped = self.inner.backend.wait_exit(&rt);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reaped).await;
-        }
-        if let Err(e) = self.inner.backend.cleanup(&rt).await {
-            tracing::warn!(vm_id = %vm.id, error = %e, "cleanup after failed boot");
-        }
-        self.detach_network_logged(vm, "failed boot").await;
-        self.inner.db.clear_runtime(&vm.id).await?;
+        self.abandon_launch(vm, launched, "failed boot").await?;
         if failed.cancelled {
             return Err(LifecycleError::NoLongerRunning(vm.id.clone()));
         }
@@ -148,21 +207,53 @@ impl VmService {
         })
     }
 
+    /// After a failed launch: the VMM (if any) killed and reaped, run directory, TAP and host rules
+    /// removed, the recorded VMM identity cleared.
+    pub(super) async fn abandon_launch(
+        &self,
+        vm: &VmRecord,
+        launched: Option<VmRuntime>,
+        when: &'static str,
+    ) -> Result<(), LifecycleError> {
+        let was_launched = launched.is_some();
+        let rt = launched.unwrap_or_else(|| self.idle_runtime(&vm.id));
+        self.inner.backend.kill(&rt).await;
+        if was_launched {
+            // Reap it: nothing else waits for a VMM whose launch failed.
+            let reaped = self.inner.backend.wait_exit(&rt);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reaped).await;
+        }
+        if let Err(e) = self.inner.backend.cleanup(&rt).await {
+            tracing::warn!(vm_id = %vm.id, error = %e, when, "cleanup");
+        }
+        self.detach_network_logged(vm, when).await;
+        self.inner.db.clear_runtime(&vm.id).await?;
+        Ok(())
+    }
+
     async fn try_boot(
         &self,
         vm: &VmRecord,
         image: &ImageRecord,
+        source: Option<&SnapshotRecord>,
         guard: &OpGuard,
         launched: &mut Option<VmRuntime>,
     ) -> Result<(), Failed> {
         let storage = &self.inner.storage;
         let disk = storage.disk_path(&vm.id);
         if !disk.exists() {
-            storage
-                .create_vm_disk(&vm.id, vm.disk_size_mb)
-                .instrument(info_span!("storage.provision_disk"))
-                .await
-                .map_err(Failed::host)?;
+            async {
+                match source {
+                    Some(s) => {
+                        let (from, to) = (s.disk_size_mb, vm.disk_size_mb);
+                        storage.vm_disk_from_snapshot(&vm.id, &s.id, from, to).await
+                    }
+                    None => storage.create_vm_disk(&vm.id, vm.disk_size_mb).await,
+                }
+            }
+            .instrument(info_span!("storage.provision_disk"))
+            .await
+            .map_err(Failed::host)?;
         }
         self.inner
             .db
@@ -191,7 +282,7 @@ impl VmService {
         self.wait_ready(&rt, &guard.cancel)
             .instrument(info_span!("agent.wait_ready"))
             .await?;
-        self.provision_guest(vm)
+        self.provision_guest(vm, source.is_some())
             .instrument(info_span!("guest.provision"))
             .await?;
         self.inner
@@ -205,9 +296,19 @@ impl VmService {
     }
 
     /// Guest setup after readiness (`vm-lifecycle.md` §2 steps 8–9): the clock first, so everything
-    /// the guest does later carries real timestamps; then the network and the guest firewall.
-    async fn provision_guest(&self, vm: &VmRecord) -> Result<(), Failed> {
-        let id = vm.id.as_str();
+    /// the guest does later carries real timestamps; then the network and the guest firewall. A
+    /// first boot on a snapshot's disk is reseeded too: the disk carries the source's
+    /// `/etc/machine-id`, which every clone would otherwise share.
+    async fn provision_guest(&self, vm: &VmRecord, from_snapshot: bool) -> Result<(), Failed> {
+        self.sync_clock(&vm.id).await?;
+        if from_snapshot {
+            self.reseed_entropy(&vm.id).await?;
+        }
+        self.configure_guest_network(vm).await
+    }
+
+    /// `/time/sync` with the host's clock.
+    pub(super) async fn sync_clock(&self, id: &str) -> Result<(), Failed> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -217,10 +318,10 @@ impl VmService {
         self.agent_for(id)
             .call_no_content(rds_protocol::paths::TIME_SYNC, Some(&sync))
             .await?;
-        self.configure_guest_network(vm).await
+        Ok(())
     }
 
-    fn spec_for(&self, vm: &VmRecord, image: &ImageRecord, disk: PathBuf) -> VmSpec {
+    pub(super) fn spec_for(&self, vm: &VmRecord, image: &ImageRecord, disk: PathBuf) -> VmSpec {
         let s = &self.inner.settings;
         let storage = &self.inner.storage;
         let cmdline = format!(
@@ -247,6 +348,14 @@ impl VmService {
             net: Some(self.inner.net.nic(vm)),
         }
     }
+}
+
+/// An image a VM can boot: kernel and rootfs present.
+fn complete(image: ImageRecord) -> Result<ImageRecord, LifecycleError> {
+    if image.kernel_path.is_none() || image.rootfs_path.is_none() {
+        return Err(LifecycleError::ImageIncomplete);
+    }
+    Ok(image)
 }
 
 impl From<AgentError> for Failed {

@@ -29,6 +29,26 @@ pub enum LifecycleError {
     ImageIncomplete,
     #[error("No default image configured; upload an image and set it as default")]
     NoDefaultImage,
+    #[error("Snapshot not found")]
+    SnapshotNotFound,
+    #[error("User overlay snapshot not found")]
+    OverlayNotFound,
+    #[error("Snapshot kind cannot be used as a user overlay baseline")]
+    NotAnOverlay,
+    #[error("Snapshot image mismatch: snapshot={snapshot} vm={vm}")]
+    SnapshotImageMismatch { snapshot: String, vm: String },
+    #[error("diskSizeMb cannot be smaller than the snapshot disk ({0} MiB)")]
+    DiskSmallerThanSnapshot(u64),
+    #[error("Snapshot {id} is the active template of image {image_id}")]
+    ActiveTemplate { id: String, image_id: String },
+    #[error("Snapshot {0} is being restored")]
+    BeingRestored(String),
+    /// The free-space pre-check failed or a write hit ENOSPC (507).
+    #[error("Not enough free space in STORAGE_ROOT")]
+    NoSpace,
+    /// A capture failed; nothing was registered and the VM was resumed (500).
+    #[error("Snapshot failed: {0}")]
+    SnapshotFailed(String),
     /// Boot or provisioning failed; the VM is left in ERROR with `lastError`.
     #[error("VM {id} failed to start: {reason}")]
     BootFailed {

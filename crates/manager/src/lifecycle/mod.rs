@@ -1,5 +1,5 @@
-//! The VM lifecycle (`vm-lifecycle.md` §1–3): one file per operation. Knows nothing of HTTP; the API
-//! turns requests into calls here and errors into statuses.
+//! The VM lifecycle (`vm-lifecycle.md` §1–4, §8): one file per operation. Knows nothing of HTTP;
+//! the API turns requests into calls here and errors into statuses.
 
 mod create;
 mod destroy;
@@ -12,6 +12,10 @@ mod ops;
 mod readiness;
 mod ready;
 mod reconcile;
+mod reconcile_snapshots;
+mod restore;
+mod snapshot;
+mod snapshots;
 mod start;
 mod stop;
 mod watch;
@@ -54,6 +58,8 @@ struct Inner {
     settings: LifecycleSettings,
     net: Network,
     ops: ops::OpTable,
+    /// Restores in flight per snapshot: a snapshot delete refuses (409) while there are any.
+    restores: snapshots::RestoreTable,
     /// Serialises quota check + address allocation (SQLite cannot lock the count for us).
     create_lock: tokio::sync::Mutex<()>,
 }
@@ -74,6 +80,7 @@ impl VmService {
                 settings,
                 net,
                 ops: ops::OpTable::default(),
+                restores: snapshots::RestoreTable::default(),
                 create_lock: tokio::sync::Mutex::new(()),
             }),
         }

@@ -195,22 +195,44 @@ impl VmService {
     /// Guest half after readiness and `/time/sync`: `/net/config` (a failure fails the boot), then
     /// `/firewall/allowlist` unless `GUEST_FIREWALL=false` (a failure is a warning).
     pub(super) async fn configure_guest_network(&self, vm: &VmRecord) -> Result<(), Failed> {
+        self.guest_net_config(vm).await?;
+        self.guest_firewall(vm).await;
+        Ok(())
+    }
+
+    /// `/net/config`: the VM's address, MAC, gateway, resolver and hostname.
+    pub(super) async fn guest_net_config(&self, vm: &VmRecord) -> Result<(), Failed> {
         let net = self.network();
-        let agent = self.agent_for(&vm.id);
-        agent
+        self.agent_for(&vm.id)
             .call_no_content(paths::NET_CONFIG, Some(&net.net_config(vm)))
             .await?;
+        Ok(())
+    }
+
+    /// `/firewall/allowlist` unless `GUEST_FIREWALL=false`; a failure is a warning.
+    pub(super) async fn guest_firewall(&self, vm: &VmRecord) {
+        let net = self.network();
         if !net.settings.guest_firewall {
             tracing::debug!(vm_id = %vm.id, "GUEST_FIREWALL=false: guest rules skipped");
-            return Ok(());
+            return;
         }
-        if let Err(e) = agent
+        if let Err(e) = self
+            .agent_for(&vm.id)
             .call_no_content(paths::FIREWALL_ALLOWLIST, Some(&net.firewall(vm)))
             .await
         {
             tracing::warn!(vm_id = %vm.id, error = %e, "guest firewall not applied; host rules stay the authority");
         }
-        Ok(())
+    }
+
+    /// The VM's TAP administratively up or down. A memory restore keeps it down until the guest
+    /// has taken its new address and MAC, so the snapshot's identity never reaches the bridge.
+    pub(super) async fn set_tap_up(&self, vm: &VmRecord, up: bool) -> Result<(), Failed> {
+        let net = self.network();
+        net.host
+            .set_tap_up(&net.vm_net_of(vm), up)
+            .await
+            .map_err(|e| Failed::host(format!("TAP {}: {}", vm.tap_name, crate::error_chain(&e))))
     }
 }
 

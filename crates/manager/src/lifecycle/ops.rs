@@ -65,6 +65,28 @@ impl super::VmService {
         }
     }
 
+    /// Waits until no operation holds the VM, then takes the lock for `op`; gives up (None) as soon
+    /// as one of `yield_to` holds it, since that operation owns what `op` would do.
+    pub(super) async fn begin_op_after(
+        &self,
+        id: &str,
+        op: &'static str,
+        yield_to: &[&str],
+    ) -> Option<OpGuard> {
+        loop {
+            let released = self.inner.ops.released.notified();
+            {
+                let mut held = self.inner.ops.held.lock().expect("op table");
+                match held.get(id) {
+                    None => return Some(self.insert(&mut held, id, op)),
+                    Some(h) if yield_to.contains(&h.op) => return None,
+                    Some(_) => {}
+                }
+            }
+            released.await;
+        }
+    }
+
     fn insert(&self, held: &mut HashMap<String, Held>, id: &str, op: &'static str) -> OpGuard {
         let cancel = CancellationToken::new();
         held.insert(

@@ -16,6 +16,7 @@
 //! without a live VM (through `HostNet::reconcile`, which also rebuilds the nftables tables from
 //! the live VMs in one transaction), run directories of VMs that are not running, per-VM directories
 //! without a row, and VMM processes carrying this manager's marker without a live VM — are removed.
+//! Snapshots are reconciled in `reconcile_snapshots.rs`.
 
 use super::VmService;
 use crate::db::reconcile::ReconcileRow;
@@ -44,8 +45,12 @@ pub struct ReconcileReport {
     pub killed: Vec<u32>,
     /// Orphan TAPs deleted.
     pub removed_taps: Vec<String>,
-    /// Run directories and per-VM directories removed.
+    /// Run directories, per-VM directories and snapshot capture directories removed.
     pub removed_dirs: Vec<String>,
+    /// Snapshot directories with a valid `meta.json` whose lost row was inserted again.
+    pub registered_snapshots: Vec<String>,
+    /// Snapshot rows whose files were gone.
+    pub dropped_snapshots: Vec<String>,
 }
 
 /// Failures that stop the manager from starting.
@@ -119,12 +124,15 @@ impl VmService {
         self.kill_orphan_processes(&live_ids, &mut report).await;
         self.remove_orphan_dirs(&live_ids, &known, &mut report)
             .await;
+        self.reconcile_snapshots(&mut report).await?;
         tracing::info!(
             adopted = report.adopted.len(),
             stopped = report.stopped.len(),
             killed = ?report.killed,
             removed_taps = ?report.removed_taps,
             removed_dirs = ?report.removed_dirs,
+            registered_snapshots = ?report.registered_snapshots,
+            dropped_snapshots = ?report.dropped_snapshots,
             "reconciliation done"
         );
         Ok(report)

@@ -17,6 +17,7 @@ impl VmService {
             });
         }
         let image = self.resolve_image(Some(&vm.image_id)).await?;
-        self.boot_vm(&vm, &image, &guard, VmState::Stopped).await
+        self.boot_vm(&vm, &image, None, &guard, VmState::Stopped)
+            .await
     }
 }

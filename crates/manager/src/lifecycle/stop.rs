@@ -6,7 +6,6 @@ use super::{LifecycleError, VmService};
 use crate::model::VmState;
 use std::time::Duration;
 
-const SYNC_BOUND: Duration = Duration::from_secs(5);
 const GRACEFUL_BOUND: Duration = Duration::from_secs(10);
 const KILL_BOUND: Duration = Duration::from_secs(3);
 
@@ -23,14 +22,7 @@ impl VmService {
             });
         }
         self.inner.db.set_state(id, VmState::Stopping, None).await?;
-        let agent = self.agent_for(id);
-        let sync = agent.call_no_content::<()>(rds_protocol::paths::FS_SYNC, None);
-        if let Err(e) = tokio::time::timeout(SYNC_BOUND, sync)
-            .await
-            .unwrap_or(Ok(()))
-        {
-            tracing::warn!(vm_id = %id, error = %e, "fs sync before stop");
-        }
+        self.sync_guest_fs(id).await;
         if let Some(rt) = self.runtime_of(&vm) {
             self.shut_down(&rt).await;
         }

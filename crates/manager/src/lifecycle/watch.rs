@@ -1,6 +1,7 @@
 //! Unexpected VMM exits (`vm-lifecycle.md` §3): a RUNNING VM whose VMM dies without a stop or destroy
 //! in progress becomes STOPPED with `lastError`; its runtime resources (run directory, helpers, TAP,
-//! host rules) are removed.
+//! host rules) are removed. An exit during another operation (a snapshot capture) is handled once
+//! that operation has let go of the VM.
 
 use super::VmService;
 use crate::model::VmState;
@@ -11,8 +12,11 @@ impl VmService {
         let svc = self.clone();
         tokio::spawn(async move {
             let status = svc.inner.backend.wait_exit(&rt).await;
-            // A stop or destroy in progress owns the cleanup.
-            let Ok(_guard) = svc.begin_op(&rt.vm_id, "exit") else {
+            // A stop or destroy in progress owns the cleanup; anything else is waited for.
+            let Some(_guard) = svc
+                .begin_op_after(&rt.vm_id, "exit", &["stop", "destroy"])
+                .await
+            else {
                 return;
             };
             let vm = match svc.inner.db.get_vm(&rt.vm_id).await {

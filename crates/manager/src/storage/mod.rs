@@ -6,8 +6,10 @@
 //! Nobody but root can list or read these directories (docs/decisions.md).
 
 mod clone;
+pub mod snapshots;
 
 pub use clone::{can_reflink, clone_file, CloneMode};
+pub use snapshots::allocated_bytes;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -28,11 +30,25 @@ pub enum StorageError {
     },
     #[error("mkfs.ext4 failed for {path}: {detail}")]
     Mkfs { path: PathBuf, detail: String },
+    #[error("{program} failed for {path}: {detail}")]
+    Tool {
+        program: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("{path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+    /// ENOSPC (or EDQUOT): the API answers 507.
+    #[error("Not enough free space in STORAGE_ROOT ({what} {path})")]
+    NoSpace { what: &'static str, path: PathBuf },
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
     let path = path.to_path_buf();
-    move |source| StorageError::Io { what, path, source }
+    move |source| match source.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => StorageError::NoSpace { what, path },
+        _ => StorageError::Io { what, path, source },
+    }
 }
 
 #[derive(Clone)]
@@ -50,6 +66,7 @@ impl Storage {
         for dir in [
             root.to_path_buf(),
             root.join("vms"),
+            root.join("snapshots"),
             root.join("cache/blank"),
             root.join("tmp"),
         ] {
@@ -89,6 +106,11 @@ impl Storage {
     /// Makes `vms/<id>/` with `logs/` and a writable disk of `size_mb` cloned from the blank cache.
     pub async fn create_vm_disk(&self, id: &str, size_mb: u64) -> Result<PathBuf, StorageError> {
         let blank = self.blank_disk(size_mb).await?;
+        self.clone_into_vm_dir(id, blank).await
+    }
+
+    /// Makes `vms/<id>/` with `logs/` (kept if present) and `disk.ext4` (0600) as a clone of `src`.
+    async fn clone_into_vm_dir(&self, id: &str, src: PathBuf) -> Result<PathBuf, StorageError> {
         let (vm_dir, logs) = (self.vm_dir(id), self.logs_dir(id));
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -98,14 +120,24 @@ impl Storage {
         std::fs::set_permissions(&vm_dir, std::fs::Permissions::from_mode(TRAVERSE_ONLY))
             .map_err(io("chmod", &vm_dir))?;
         let disk = self.disk_path(id);
-        let (mode, src, dst) = (self.mode, blank.clone(), disk.clone());
-        tokio::task::spawn_blocking(move || clone_file(&src, &dst, mode))
-            .await
-            .expect("clone task panicked")
-            .map_err(io("clone", &blank))?;
+        let (mode, dst) = (self.mode, disk.clone());
+        tokio::task::spawn_blocking(move || {
+            clone_file(&src, &dst, mode).map_err(io("clone", &src))
+        })
+        .await
+        .expect("clone task panicked")?;
         std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600))
             .map_err(io("chmod", &disk))?;
         Ok(disk)
+    }
+
+    /// Removes the VM's writable disk (a discarded restore attempt), keeping its logs.
+    pub async fn remove_vm_disk(&self, id: &str) -> Result<(), StorageError> {
+        let disk = self.disk_path(id);
+        match tokio::fs::remove_file(&disk).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &disk)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// `cache/blank/<N>m.ext4`: made once (journal on, no reserved blocks) into a temp name, renamed.

@@ -28,6 +28,7 @@ pub struct TestManager {
     pub ns: netns::Ns,
     pub settings: Settings,
     resolv: Option<PathBuf>,
+    tmpfs: bool,
     pub dir: tempfile::TempDir,
     _pg: Option<rds_testkit::TestPostgres>,
 }
@@ -40,6 +41,13 @@ impl Drop for TestManager {
         for pid in rds_testkit::pids_matching(&root) {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
+        if self.tmpfs {
+            // Lazy: a process killed just now may still hold a file open for a moment.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.storage())
+                .status();
+        }
     }
 }
 
@@ -48,6 +56,8 @@ impl Drop for TestManager {
 pub struct Opts {
     /// Contents the manager sees as `/etc/resolv.conf` (its DNS forwarder's upstreams).
     pub resolv_conf: Option<String>,
+    /// `STORAGE_ROOT` on a tmpfs of this many MiB (a small filesystem to fill); unmounted on drop.
+    pub storage_tmpfs_mb: Option<u64>,
 }
 
 pub struct Resp {
@@ -80,6 +90,22 @@ impl TestManager {
             std::fs::write(&p, text).unwrap();
             p
         });
+        if let Some(mb) = opts.storage_tmpfs_mb {
+            let root = dir.path().join("s");
+            std::fs::create_dir_all(&root).unwrap();
+            let ok = std::process::Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={mb}m,mode=0711"),
+                    "tmpfs",
+                ])
+                .arg(&root)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "mounting a tmpfs at {}", root.display());
+        }
         let ns = netns::Ns::new("mgr");
         let host = netns::Hosted::start(&ns.name, settings.clone(), resolv.clone())
             .await
@@ -90,6 +116,7 @@ impl TestManager {
             ns,
             settings,
             resolv,
+            tmpfs: opts.storage_tmpfs_mb.is_some(),
             dir,
             _pg: pg,
         }
@@ -125,18 +152,7 @@ impl TestManager {
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("x-api-key", KEY);
-        let body = match body {
-            Some(v) => {
-                b = b.header("content-type", "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.send(b.body(body).unwrap()).await
+        self.send(request(method, path, body)).await
     }
 
     pub async fn send(&self, req: Request<Body>) -> Resp {
@@ -164,6 +180,64 @@ impl TestManager {
         }
     }
 
+    /// Status and `message` of a call, for refusals.
+    pub async fn message(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
+        let r = self.call(method, path, body).await;
+        let m = r.json["message"].as_str().unwrap_or_default().to_string();
+        (r.status, m)
+    }
+
+    /// The `id`s a list endpoint answers, in its order.
+    pub async fn ids(&self, path: &str) -> Vec<String> {
+        let r = self.call(Method::GET, path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.json);
+        r.json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Asserts that a call answers `status` with `message` (refusals).
+    pub async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        status: StatusCode,
+        message: impl Into<String>,
+    ) {
+        let what = format!("{method} {path} {body:?}");
+        let got = self.message(method, path, body).await;
+        assert_eq!(got, (status, message.into()), "{what}");
+    }
+
+    /// Starts a request on the manager's runtime and returns at once; the handle fails if the
+    /// manager is killed first.
+    pub fn call_detached(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+        let (req, router) = (request(method, path, body), self.router.clone());
+        self.hosted().spawn(async move {
+            let resp = router.oneshot(req).await.expect("router");
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        })
+    }
+
     pub async fn exec(&self, id: &str, body: Value) -> Resp {
         self.call(Method::POST, &format!("/v1/vms/{id}/exec"), Some(body))
             .await
@@ -188,6 +262,22 @@ impl TestManager {
         }
         out
     }
+}
+
+/// A request with the master key and, when given, a JSON body.
+fn request(method: Method, path: &str, body: Option<Value>) -> Request<Body> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-api-key", KEY);
+    let body = match body {
+        Some(v) => {
+            b = b.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    b.body(body).unwrap()
 }
 
 /// The image and vhost helper for a test that boots guests, or `None` after printing why it skips

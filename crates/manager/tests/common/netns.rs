@@ -97,10 +97,16 @@ impl NsRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handle
-            .spawn(f)
-            .await
-            .expect("task on the namespace runtime")
+        self.spawn(f).await.expect("task on the namespace runtime")
+    }
+
+    /// Starts `f` on the runtime; the handle fails if the runtime stops first.
+    pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(f)
     }
 }
 
@@ -149,5 +155,14 @@ impl Hosted {
         F::Output: Send + 'static,
     {
         self.rt.run(f).await
+    }
+
+    /// Starts `f` on the manager's runtime without waiting for it.
+    pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt.spawn(f)
     }
 }

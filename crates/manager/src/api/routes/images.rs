@@ -101,9 +101,11 @@ impl From<ImageError> for ApiError {
             E::Invalid(_) | E::Incomplete | E::ZipMissing | E::ZipInvalid | E::Body(_) => {
                 StatusCode::BAD_REQUEST
             }
-            E::BuiltInReadOnly | E::InUse | E::InUseByVm | E::BuiltInCurrent => {
-                StatusCode::CONFLICT
-            }
+            E::BuiltInReadOnly
+            | E::InUse
+            | E::InUseByVm
+            | E::InUseBySnapshot(_)
+            | E::BuiltInCurrent => StatusCode::CONFLICT,
             E::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             E::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
             E::Io { .. } | E::Db(_) | E::Internal(_) => {
@@ -122,26 +124,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ImageId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| ApiError::bad_request("Invalid image id"))?;
-        parse_image_id(&raw)
+        crate::api::extract::path_id(parts, state, parse_image_id, "Invalid image id")
+            .await
             .map(ImageId)
-            .ok_or_else(|| ApiError::bad_request("Invalid image id"))
     }
 }
 
 fn parse_image_id(raw: &str) -> Option<String> {
-    let rest = raw
-        .get(..4)
-        .filter(|p| p.eq_ignore_ascii_case("img-"))
-        .and(raw.get(4..))?;
-    if rest.len() != 36 {
-        return None;
-    }
-    let id = uuid::Uuid::try_parse(rest).ok()?;
-    Some(format!("img-{}", id.hyphenated()))
+    crate::api::extract::parse_prefixed_id(raw, "img-")
 }
 
 fn mime(headers: &HeaderMap) -> String {

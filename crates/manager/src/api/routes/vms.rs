@@ -1,5 +1,6 @@
 //! `/v1/vms` (`api.md` §3).
 
+use super::detached;
 use crate::api::error::ApiError;
 use crate::api::extract::{JsonObject, VmId, KIB};
 use crate::api::schema::{CreateVmBody, ErrorBody, VmView};
@@ -28,23 +29,29 @@ pub async fn get(State(st): State<AppState>, VmId(id): VmId) -> Result<Json<VmVi
     responses((status = 201, description = "RUNNING", body = VmView), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
               (status = 429, body = ErrorBody), (status = 500, body = ErrorBody), (status = 502, body = ErrorBody),
-              (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+              (status = 503, body = ErrorBody), (status = 504, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub async fn create(
     State(st): State<AppState>,
     JsonObject(body): JsonObject<{ 64 * KIB }>,
 ) -> Result<(StatusCode, Json<VmView>), ApiError> {
     let req = validate::create_vm(&body, &st.limits)?;
     let started = std::time::Instant::now();
-    let created = st.vms.create(req).await;
+    let vms = st.vms.clone();
+    let created = detached(async move { vms.create(req).await }).await;
+    // How the VM reached RUNNING; a failed create ends on the boot path (the restore fallback).
+    let mode = match &created {
+        Ok(vm) => vm.provision_mode.clone().unwrap_or_else(|| "boot".into()),
+        Err(_) => "boot".into(),
+    };
     let result = if created.is_ok() { "ok" } else { "error" };
     st.metrics.inc(
         "rds_vm_create_total",
-        &[("mode", "boot"), ("result", result)],
+        &[("mode", &mode), ("result", result)],
     );
     let vm = created?;
     st.metrics.observe(
         "rds_vm_create_duration_seconds",
-        &[("mode", "boot")],
+        &[("mode", &mode)],
         started.elapsed().as_secs_f64(),
     );
     Ok((StatusCode::CREATED, Json(VmView::from(&vm))))
