@@ -44,6 +44,21 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ),
     ("rds_snapshots", "gauge", "Snapshots by kind"),
     (
+        "rds_template_status",
+        "gauge",
+        "Template state per image (1 for the image's current status)",
+    ),
+    (
+        "rds_warm_pool_vms",
+        "gauge",
+        "RUNNING warm-pool VMs ready to be taken",
+    ),
+    (
+        "rds_internal_vms",
+        "gauge",
+        "Internal VMs (template builds, warm pool) by role",
+    ),
+    (
         "rds_snapshot_create_duration_seconds",
         "histogram",
         "Time to capture a snapshot, by whether memory was captured",

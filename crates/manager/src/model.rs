@@ -84,6 +84,8 @@ pub struct VmRecord {
     pub backend: String,
     pub last_error: Option<String>,
     pub created_at: String,
+    /// `template` or `pool` for internal VMs, None for user VMs.
+    pub pool_role: Option<String>,
 }
 
 #[derive(Debug, Clone)]

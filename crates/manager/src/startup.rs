@@ -5,7 +5,7 @@ use crate::api::{self, AppState, BackendInfo};
 use crate::config::{ConfigError, Settings};
 use crate::db::Db;
 use crate::images::{format, ImageError, ImageService};
-use crate::lifecycle::{LifecycleSettings, Network, NetworkSettings, VmService};
+use crate::lifecycle::{LifecycleSettings, Network, NetworkSettings, ProvisionSettings, VmService};
 use crate::storage::{can_reflink, CloneMode, Storage};
 use rds_vmm::select::{AccelChoice, BackendChoice, Requested};
 use std::future::Future;
@@ -145,6 +145,7 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         subnet: settings.vm_subnet,
         default_disk_mb: settings.default_disk_mb(),
         disk_wait_ms: settings.disks.overlay_device_wait_ms,
+        provision: provision_settings(&settings.snapshots),
     };
     let net = Network::setup(network_settings(settings))
         .await
@@ -183,6 +184,15 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
             None,
         )]
     })?;
+    // vm-lifecycle.md §8.5: after reconciliation removed every earlier internal VM.
+    vms.start_templates().await.map_err(|e| {
+        vec![cfg_err(
+            variable,
+            format!("template state at start: {}", crate::error_chain(&e)),
+            None,
+        )]
+    })?;
+    vms.start_pool();
     let state = AppState {
         vms,
         images,
@@ -204,6 +214,20 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         state,
         db,
     })
+}
+
+/// Templates with `ENABLE_SNAPSHOTS`; a pool of min(target, max) with `ENABLE_WARM_POOL`.
+fn provision_settings(s: &crate::config::SnapshotSettings) -> ProvisionSettings {
+    ProvisionSettings {
+        templates: s.enable_snapshots,
+        template_cpu: s.template_cpu,
+        template_mem_mb: s.template_mem_mb,
+        pool_target: if s.enable_warm_pool {
+            s.warm_pool_target.min(s.warm_pool_max_vms)
+        } else {
+            0
+        },
+    }
 }
 
 /// Host-network settings: bridge `rds-br0` at the gateway of `VM_SUBNET`, TAPs owned by

@@ -83,8 +83,7 @@ fn put(path: &str, content_type: &str, body: Body) -> Request<Body> {
 }
 
 async fn upload(tm: &TestManager, id: &str, part: &str, bytes: Vec<u8>) -> common::Resp {
-    let path = format!("/v1/images/{id}/{part}");
-    tm.send(put(&path, "application/octet-stream", Body::from(bytes)))
+    tm.put_bytes(&format!("/v1/images/{id}/{part}"), bytes)
         .await
 }
 
@@ -529,6 +528,7 @@ async fn bundles_defaults_deletes_and_images_in_use() {
             image_id: id.clone(),
             source_snapshot_id: None,
             backend: "qemu".into(),
+            pool_role: None,
         },
         10,
         &tm.settings.vm_subnet,

@@ -312,8 +312,7 @@ async fn refusals_deletes_and_image_rules() {
         format!("Image is in use by snapshot {}", user.id),
     )
     .await;
-    let r = tm.call(Method::GET, "/metrics", None).await;
-    let text = r.json.as_str().unwrap_or_default().to_string();
+    let text = tm.metrics_text().await;
     assert!(
         text.contains("rds_snapshots{kind=\"user_overlay\"} 1\n"),
         "{text}"

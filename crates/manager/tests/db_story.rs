@@ -5,7 +5,7 @@
 //! (`scripts/test-postgres.sh`); without it it prints SKIP, or fails under `RDS_REQUIRE_E2E=1`.
 
 use rds_manager::config::{DbSettings, Subnet};
-use rds_manager::db::{CreateVmError, Db, NewVm, SnapshotScope};
+use rds_manager::db::{CreateVmError, Db, NewVm, PoolRole, SnapshotScope};
 use rds_manager::model::{SnapshotKind, SnapshotRecord, VmRecord, VmState};
 use rds_testkit::TestPostgres;
 use std::net::Ipv4Addr;
@@ -37,6 +37,7 @@ fn new_vm(id: &str, image_id: &str) -> NewVm {
         image_id: image_id.into(),
         source_snapshot_id: None,
         backend: "qemu".into(),
+        pool_role: None,
     }
 }
 
@@ -417,6 +418,122 @@ async fn concurrent_creates(settings: DbSettings) {
     assert_eq!(a.list_vms().await.unwrap().len(), quota as usize);
     a.close().await;
     b.close().await;
+}
+
+/// Internal VMs and templates (`vm-lifecycle.md` §8.5): internal rows take addresses but no quota
+/// and stay out of user listings; a pool checkout is one transaction with the quota check and only
+/// takes a RUNNING pool VM once; the image's template state moves pending → failed → ready → none.
+async fn internal_queries(settings: DbSettings) {
+    let subnet = Subnet::parse("172.16.0.0/29").unwrap();
+    let db = Db::connect(&settings).await.unwrap();
+    let img = db.insert_image("img-p", "p", "p").await.unwrap().id;
+    let internal = |id: &str, role| NewVm {
+        pool_role: Some(role),
+        ..new_vm(id, &img)
+    };
+    // A quota of 1 already used by a user VM does not stop internal VMs.
+    create(&db, "user-1", &img, 1, &subnet).await;
+    let pool = db
+        .create_vm(&internal("pool-1", PoolRole::Pool), 1, &subnet)
+        .await
+        .unwrap();
+    assert_eq!(pool.pool_role.as_deref(), Some("pool"));
+    assert_eq!(pool.guest_ip, guest(3));
+    db.create_vm(&internal("tpl-1", PoolRole::Template), 1, &subnet)
+        .await
+        .unwrap();
+    assert_eq!(db.list_vms().await.unwrap().len(), 1, "internal VMs listed");
+    assert!(db.get_vm("pool-1").await.unwrap().is_none());
+    assert!(db.get_any_vm("pool-1").await.unwrap().is_some());
+    let pools = db.internal_vms(PoolRole::Pool).await.unwrap();
+    assert_eq!(
+        pools.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+        ["pool-1"]
+    );
+
+    // Not RUNNING yet: nothing to take. Quota full: 429 before anything changes.
+    assert!(db
+        .claim_pool_vm("pool-1", 5, true, &[])
+        .await
+        .unwrap()
+        .is_none());
+    db.set_running("pool-1", "snapshot").await.unwrap();
+    assert!(matches!(
+        db.claim_pool_vm("pool-1", 1, true, &[]).await,
+        Err(CreateVmError::Quota(1))
+    ));
+    let allow = vec!["10.1.0.0/16".to_string()];
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let taken = db
+        .claim_pool_vm("pool-1", 5, true, &allow)
+        .await
+        .unwrap()
+        .expect("a RUNNING pool VM is taken");
+    assert_eq!(taken.pool_role, None);
+    assert!(taken.outbound_internet);
+    assert_eq!(taken.allow_ips, allow);
+    assert!(
+        taken.created_at > pool.created_at,
+        "createdAt is the checkout time"
+    );
+    assert_eq!(taken.provision_mode.as_deref(), Some("snapshot"));
+    assert!(db
+        .claim_pool_vm("pool-1", 5, true, &[])
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(db.list_vms().await.unwrap().len(), 2);
+    db.delete_internal_vm("tpl-1").await.unwrap();
+    assert!(db.get_any_vm("tpl-1").await.unwrap().is_none());
+    db.delete_internal_vm("pool-1").await.unwrap();
+    assert!(
+        db.get_vm("pool-1").await.unwrap().is_some(),
+        "a user VM is never deleted as internal"
+    );
+
+    let seed = |i: &rds_manager::model::ImageRecord| {
+        i.seed
+            .as_ref()
+            .map(|s| (s.status.clone(), s.snapshot_id.clone(), s.error.clone()))
+    };
+    db.set_image_seed(&img, Some("pending"), None)
+        .await
+        .unwrap();
+    let i = db.get_image(&img).await.unwrap().unwrap();
+    assert_eq!(seed(&i), Some(("pending".into(), None, None)));
+    assert!(i.seed.as_ref().unwrap().updated_at.is_some());
+    db.set_image_seed(&img, Some("failed"), Some("boom"))
+        .await
+        .unwrap();
+    let i = db.get_image(&img).await.unwrap().unwrap();
+    assert_eq!(seed(&i), Some(("failed".into(), None, Some("boom".into()))));
+    db.set_image_seed_ready(&img, "snap-t1").await.unwrap();
+    db.set_image_seed(&img, Some("pending"), None)
+        .await
+        .unwrap();
+    let i = db.get_image(&img).await.unwrap().unwrap();
+    assert_eq!(
+        seed(&i),
+        Some(("pending".into(), Some("snap-t1".into()), None)),
+        "a rebuild keeps the old template named until the new one is ready"
+    );
+    db.set_image_seed(&img, None, None).await.unwrap();
+    assert_eq!(seed(&db.get_image(&img).await.unwrap().unwrap()), None);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn internal_queries_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    internal_queries(sqlite(&dir)).await;
+}
+
+#[tokio::test]
+async fn internal_queries_postgres() {
+    let Some(pg) = TestPostgres::create("db_story::internal_queries_postgres").await else {
+        return;
+    };
+    internal_queries(postgres(&pg)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

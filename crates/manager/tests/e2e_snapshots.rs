@@ -9,12 +9,12 @@
 
 mod common;
 
+use common::guest::{code, curl, now_ms, reached, sh};
 use common::{Opts, TestManager};
 use http::{Method, StatusCode};
-use rds_testkit::internet::{Internet, HOST_UPLINK, INET_A, INET_B, INET_DNS};
+use rds_testkit::internet::{Internet, INET_A, INET_B, INET_DNS};
 use serde_json::{json, Value};
-use std::net::Ipv4Addr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -26,21 +26,6 @@ fn prerequisites(test: &str) -> Option<(rds_testkit::GuestImage, String)> {
         .with_test_writer()
         .try_init();
     common::guest_prerequisites(test)
-}
-
-/// stdout of a command that must succeed.
-async fn sh(tm: &TestManager, id: &str, cmd: &str) -> String {
-    let r = tm.exec(id, json!({ "cmd": cmd, "timeoutMs": 60000 })).await;
-    assert_eq!(r.status, StatusCode::OK, "{id:.8} {cmd}: {}", r.json);
-    assert_eq!(r.json["exitCode"], 0, "{id:.8} {cmd}: {}", r.json);
-    r.json["stdout"].as_str().unwrap().to_string()
-}
-
-/// Exit code of a command.
-async fn code(tm: &TestManager, id: &str, cmd: &str) -> i64 {
-    let r = tm.exec(id, json!({ "cmd": cmd, "timeoutMs": 60000 })).await;
-    assert_eq!(r.status, StatusCode::OK, "{id:.8} {cmd}: {}", r.json);
-    r.json["exitCode"].as_i64().unwrap()
 }
 
 async fn vm(tm: &TestManager, id: &str) -> Value {
@@ -106,34 +91,6 @@ fn no_capture_dirs(tm: &TestManager) {
         .filter(|n| n.starts_with(".tmp-"))
         .collect();
     assert!(tmp.is_empty(), "capture directories left: {tmp:?}");
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// `curl -m 3` from the guest: exit code and body.
-async fn curl(tm: &TestManager, id: &str, to: Ipv4Addr) -> (i64, String) {
-    let r = tm
-        .exec(
-            id,
-            json!({ "cmd": format!("curl -sS -m 3 http://{to}/"), "timeoutMs": 20000 }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
-    let out = (
-        r.json["exitCode"].as_i64().unwrap(),
-        r.json["stdout"].as_str().unwrap().to_string(),
-    );
-    println!("  {id:.8} curl {to} → {out:?}");
-    out
-}
-
-fn reached(p: &(i64, String), to: Ipv4Addr) -> bool {
-    p.0 == 0 && p.1 == format!("from={HOST_UPLINK} to={to}")
 }
 
 /// Capture of a running VM, three concurrent restores from it and what each of them is: the

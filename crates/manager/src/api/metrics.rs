@@ -63,6 +63,26 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             gauges.push(("rds_snapshots", vec![("kind", kind.to_string())], n as f64));
         }
     }
+    if let Ok(images) = st.images.list().await {
+        for image in images {
+            if let Some(seed) = &image.seed {
+                let labels = vec![("image", image.id.clone()), ("status", seed.status.clone())];
+                gauges.push(("rds_template_status", labels, 1.0));
+            }
+        }
+    }
+    if let Ok(counts) = st.vms.internal_counts().await {
+        for (role, n) in counts {
+            gauges.push((
+                "rds_internal_vms",
+                vec![("role", role.to_string())],
+                n as f64,
+            ));
+        }
+    }
+    if let Ok(n) = st.vms.pool_ready().await {
+        gauges.push(("rds_warm_pool_vms", vec![], n as f64));
+    }
     let body = st.metrics.render(&gauges);
     (
         [(

@@ -4,12 +4,13 @@
 //! fixed-width RFC 3339 TEXT (so they sort as text), and `ON CONFLICT` is the only upsert used.
 
 mod images;
+mod internal;
 pub mod reconcile;
 mod snapshots;
 mod vms;
 
 pub use snapshots::SnapshotScope;
-pub use vms::{CreateVmError, NewVm};
+pub use vms::{CreateVmError, NewVm, PoolRole};
 
 use crate::config::DbSettings;
 use sqlx::any::AnyPoolOptions;

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 const COLUMNS: &str = "id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
     outbound_internet, allow_ips, image_id, source_snapshot_id, provision_mode, vmm_pid, vmm_start_time, \
-    vmm_boot_id, backend, last_error, created_at";
+    vmm_boot_id, backend, last_error, created_at, pool_role";
 
 /// What a create stores before anything is allocated on the host.
 #[derive(Debug, Clone)]
@@ -23,6 +23,26 @@ pub struct NewVm {
     /// The snapshot a restore starts from.
     pub source_snapshot_id: Option<String>,
     pub backend: String,
+    /// `Some` for an internal VM (`template`, `pool`): hidden from the API, outside the quota.
+    pub pool_role: Option<PoolRole>,
+}
+
+/// Why the manager runs an internal VM (`vms.pool_role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolRole {
+    /// Booted to capture an image's template, then torn down.
+    Template,
+    /// Kept RUNNING in the warm pool until a create takes it.
+    Pool,
+}
+
+impl PoolRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolRole::Template => "template",
+            PoolRole::Pool => "pool",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +105,7 @@ fn from_row(r: &AnyRow) -> Result<VmRecord, sqlx::Error> {
         backend: r.try_get("backend")?,
         last_error: r.try_get("last_error")?,
         created_at: r.try_get("created_at")?,
+        pool_role: r.try_get("pool_role")?,
     })
 }
 
@@ -96,6 +117,22 @@ fn tap_name(i: u32) -> String {
 fn mac_of(ip: Ipv4Addr) -> String {
     let o = ip.octets();
     format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+/// `MAX_VMS` counts user VMs that are not DELETED; internal VMs never count.
+pub(super) async fn check_quota(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    max_vms: u64,
+) -> Result<(), CreateVmError> {
+    let count: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM vms WHERE state <> 'DELETED' AND pool_role IS NULL")
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("n")?;
+    if count as u64 >= max_vms {
+        return Err(CreateVmError::Quota(max_vms));
+    }
+    Ok(())
 }
 
 impl Db {
@@ -126,10 +163,30 @@ impl Db {
                 Err(Attempt::Failed(e)) => return Err(e),
             }
         }
-        Ok(self.get_vm(&vm.id).await?.ok_or_else(|| DbError::Corrupt {
-            table: "vms",
-            detail: format!("row {} vanished after insert", vm.id),
-        })?)
+        Ok(self
+            .get_any_vm(&vm.id)
+            .await?
+            .ok_or_else(|| DbError::Corrupt {
+                table: "vms",
+                detail: format!("row {} vanished after insert", vm.id),
+            })?)
+    }
+
+    /// A transaction that no other create or pool checkout runs beside, also from another manager
+    /// on the same database.
+    pub(super) async fn begin_allocation(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("LOCK TABLE ip_allocations IN EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 
     async fn try_create_vm(
@@ -138,24 +195,9 @@ impl Db {
         max_vms: u64,
         subnet: &Subnet,
     ) -> Result<(), Attempt> {
-        let mut tx = match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("LOCK TABLE ip_allocations IN EXCLUSIVE MODE")
-                    .execute(&mut *tx)
-                    .await?;
-                tx
-            }
-        };
-        let count: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM vms WHERE state <> 'DELETED' AND pool_role IS NULL",
-        )
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
-        if count as u64 >= max_vms {
-            return Err(CreateVmError::Quota(max_vms).into());
+        let mut tx = self.begin_allocation().await?;
+        if vm.pool_role.is_none() {
+            check_quota(&mut tx, max_vms).await?;
         }
         let taken: HashSet<String> = sqlx::query("SELECT ip FROM ip_allocations")
             .fetch_all(&mut *tx)
@@ -182,9 +224,9 @@ impl Db {
         let allow = serde_json::to_string(&vm.allow_ips).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "INSERT INTO vms (id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
-             outbound_internet, allow_ips, image_id, source_snapshot_id, backend, created_at, \
-             updated_at) VALUES ($1, 'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             $14, $14)",
+             outbound_internet, allow_ips, image_id, source_snapshot_id, backend, pool_role, \
+             created_at, updated_at) VALUES ($1, 'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+             $12, $13, $14, $15, $15)",
         )
         .bind(&vm.id)
         .bind(i64::from(vm.cpu))
@@ -199,11 +241,23 @@ impl Db {
         .bind(&vm.image_id)
         .bind(&vm.source_snapshot_id)
         .bind(&vm.backend)
+        .bind(vm.pool_role.map(PoolRole::as_str))
         .bind(&now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A VM that is not DELETED, user or internal.
+    pub async fn get_any_vm(&self, id: &str) -> Result<Option<VmRecord>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM vms WHERE id = $1 AND state <> 'DELETED'"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
     }
 
     /// A user VM that is not DELETED.

@@ -54,7 +54,24 @@ impl VmService {
     #[tracing::instrument(name = "vm.create", skip_all, fields(vm_id = tracing::field::Empty))]
     pub async fn create(&self, req: CreateVm) -> Result<VmRecord, LifecycleError> {
         let plan = self.plan_create(&req).await?;
-        let source = plan.source.as_ref().map(|(snap, _)| snap);
+        if plan.source.is_none() {
+            let taken = self.take_from_pool(&req, &plan.image, plan.disk_size_mb);
+            if let Some(vm) = taken.await? {
+                tracing::Span::current().record("vm_id", vm.id.as_str());
+                return Ok(vm);
+            }
+        }
+        // A user snapshot's memory and disk, or the image's template's memory on a blank disk.
+        let template = match plan.source {
+            None => {
+                let (cpu, mem) = (req.cpu, req.mem_mb);
+                self.usable_template(&plan.image, cpu, mem, plan.disk_size_mb)
+                    .await?
+            }
+            Some(_) => None,
+        };
+        let overlay = plan.source.as_ref().map(|(snap, _)| snap);
+        let resume_from = overlay.or(template.as_ref().map(|(t, _)| t));
         let new = NewVm {
             id: uuid::Uuid::new_v4().to_string(),
             cpu: req.cpu,
@@ -63,8 +80,9 @@ impl VmService {
             outbound_internet: req.outbound_internet,
             allow_ips: req.allow_ips,
             image_id: plan.image.id.clone(),
-            source_snapshot_id: source.map(|s| s.id.clone()),
+            source_snapshot_id: resume_from.map(|s| s.id.clone()),
             backend: self.inner.backend.capabilities().kind.as_str().to_string(),
+            pool_role: None,
         };
         let vm = {
             let _serial = self.inner.create_lock.lock().await;
@@ -82,14 +100,18 @@ impl VmService {
         tracing::Span::current().record("vm_id", vm.id.as_str());
         tracing::info!(vm_id = %vm.id, cpu = vm.cpu, mem_mb = vm.mem_mb, "vm.created");
         let guard = self.begin_op(&vm.id, "create")?;
-        let restored = match source {
+        let restored = match resume_from {
             Some(snap) => self.memory_restore(&vm, &plan.image, snap, &guard).await?,
             None => false,
         };
         if !restored {
-            self.boot_vm(&vm, &plan.image, source, &guard, VmState::Error)
+            if overlay.is_none() && template.is_some() {
+                self.inner.db.clear_source_snapshot(&vm.id).await?;
+            }
+            self.boot_vm(&vm, &plan.image, overlay, &guard, VmState::Error)
                 .await?;
         }
+        self.pool_wanted();
         self.get(&vm.id).await
     }
 

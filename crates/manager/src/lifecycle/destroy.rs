@@ -3,6 +3,7 @@
 //! transaction. Leftovers of a failed step are removed by the next reconciliation.
 
 use super::{LifecycleError, VmService};
+use crate::model::VmRecord;
 use std::time::Duration;
 
 impl VmService {
@@ -11,31 +12,39 @@ impl VmService {
         self.get(id).await?;
         let _guard = self.begin_destroy(id).await;
         let vm = self.get(id).await?;
+        let warnings = self.teardown(&vm).await;
+        self.inner.db.mark_deleted(id).await?;
+        tracing::info!(vm_id = %id, ?warnings, "vm.deleted");
+        self.pool_wanted();
+        Ok(())
+    }
+
+    /// Everything of a VM on the host goes: VMM (SIGKILL), run directory, TAP and rules, files.
+    /// Returns the steps that failed; the caller owns the lock and the row.
+    pub(super) async fn teardown(&self, vm: &VmRecord) -> Vec<String> {
         let backend = &self.inner.backend;
         let rt = self
-            .runtime_of(&vm)
-            .unwrap_or_else(|| self.idle_runtime(id));
+            .runtime_of(vm)
+            .unwrap_or_else(|| self.idle_runtime(&vm.id));
         if rt.pid != 0 {
             backend.kill(&rt).await;
             if tokio::time::timeout(Duration::from_secs(5), backend.wait_exit(&rt))
                 .await
                 .is_err()
             {
-                tracing::warn!(vm_id = %id, pid = rt.pid, "VMM still present 5 s after SIGKILL");
+                tracing::warn!(vm_id = %vm.id, pid = rt.pid, "VMM still present 5 s after SIGKILL");
             }
         }
         let mut warnings = Vec::new();
         if let Err(e) = backend.cleanup(&rt).await {
             warnings.push(e.to_string());
         }
-        if let Err(e) = self.detach_network(&vm).await {
+        if let Err(e) = self.detach_network(vm).await {
             warnings.push(crate::error_chain(&e));
         }
-        if let Err(e) = self.inner.storage.remove_vm(id).await {
+        if let Err(e) = self.inner.storage.remove_vm(&vm.id).await {
             warnings.push(e.to_string());
         }
-        self.inner.db.mark_deleted(id).await?;
-        tracing::info!(vm_id = %id, ?warnings, "vm.deleted");
-        Ok(())
+        warnings
     }
 }

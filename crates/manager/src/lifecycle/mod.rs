@@ -7,8 +7,10 @@ mod error;
 pub(crate) mod exec;
 mod execlog;
 mod files;
+mod internal;
 mod network;
 mod ops;
+mod pool;
 mod readiness;
 mod ready;
 mod reconcile;
@@ -18,6 +20,7 @@ mod snapshot;
 mod snapshots;
 mod start;
 mod stop;
+mod templates;
 mod watch;
 
 pub use create::CreateVm;
@@ -44,6 +47,18 @@ pub struct LifecycleSettings {
     pub subnet: Subnet,
     pub default_disk_mb: u64,
     pub disk_wait_ms: u64,
+    pub provision: ProvisionSettings,
+}
+
+/// Templates and the warm pool (`vm-lifecycle.md` §8.5).
+#[derive(Debug, Clone, Default)]
+pub struct ProvisionSettings {
+    /// `ENABLE_SNAPSHOTS`: build per-image templates (when the backend has memory snapshots).
+    pub templates: bool,
+    pub template_cpu: u32,
+    pub template_mem_mb: u32,
+    /// min(`WARM_POOL_TARGET`, `WARM_POOL_MAX_VMS`) with `ENABLE_WARM_POOL`, else 0.
+    pub pool_target: u64,
 }
 
 #[derive(Clone)]
@@ -62,6 +77,8 @@ struct Inner {
     restores: snapshots::RestoreTable,
     /// Serialises quota check + address allocation (SQLite cannot lock the count for us).
     create_lock: tokio::sync::Mutex<()>,
+    templates: templates::TemplateBuilds,
+    pool: pool::Pool,
 }
 
 impl VmService {
@@ -82,6 +99,8 @@ impl VmService {
                 ops: ops::OpTable::default(),
                 restores: snapshots::RestoreTable::default(),
                 create_lock: tokio::sync::Mutex::new(()),
+                templates: templates::TemplateBuilds::default(),
+                pool: pool::Pool::default(),
             }),
         }
     }

@@ -225,6 +225,20 @@ impl VmService {
         }
     }
 
+    /// Replaces a running VM's egress policy: host rules (one transaction, a failure fails the
+    /// call), then the guest's half (a failure is a warning). A warm-pool VM taken by a create.
+    pub(super) async fn apply_egress(&self, vm: &VmRecord) -> Result<(), Failed> {
+        let net = self.network();
+        net.host.update_vm(&net.vm_net_of(vm)).await.map_err(|e| {
+            Failed::host(format!(
+                "Host network update failed: {}",
+                crate::error_chain(&e)
+            ))
+        })?;
+        self.guest_firewall(vm).await;
+        Ok(())
+    }
+
     /// The VM's TAP administratively up or down. A memory restore keeps it down until the guest
     /// has taken its new address and MAC, so the snapshot's identity never reaches the bridge.
     pub(super) async fn set_tap_up(&self, vm: &VmRecord, up: bool) -> Result<(), Failed> {

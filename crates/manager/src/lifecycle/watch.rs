@@ -1,7 +1,8 @@
 //! Unexpected VMM exits (`vm-lifecycle.md` §3): a RUNNING VM whose VMM dies without a stop or destroy
 //! in progress becomes STOPPED with `lastError`; its runtime resources (run directory, helpers, TAP,
 //! host rules) are removed. An exit during another operation (a snapshot capture) is handled once
-//! that operation has let go of the VM.
+//! that operation has let go of the VM. Internal VMs are marked the same way; the warm pool then
+//! replaces them.
 
 use super::VmService;
 use crate::model::VmState;
@@ -19,7 +20,7 @@ impl VmService {
             else {
                 return;
             };
-            let vm = match svc.inner.db.get_vm(&rt.vm_id).await {
+            let vm = match svc.inner.db.get_any_vm(&rt.vm_id).await {
                 Ok(Some(vm)) if vm.state == VmState::Running && vm.vmm_pid == Some(rt.pid) => vm,
                 _ => return,
             };
@@ -37,6 +38,9 @@ impl VmService {
                 tracing::error!(vm_id = %rt.vm_id, error = %e, "recording VMM exit");
             }
             let _ = db.clear_runtime(&rt.vm_id).await;
+            if vm.pool_role.is_some() {
+                svc.pool_wanted();
+            }
         });
     }
 }

@@ -7,6 +7,7 @@
 //! (`scripts/test.sh` runs the manager's API tests a second time that way).
 #![allow(dead_code)]
 
+pub mod guest;
 pub mod netns;
 
 use axum::body::Body;
@@ -178,6 +179,25 @@ impl TestManager {
             headers,
             json,
         }
+    }
+
+    /// PUT raw bytes as `application/octet-stream` (image parts).
+    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Resp {
+        let req = Request::builder()
+            .method(Method::PUT)
+            .uri(path)
+            .header("x-api-key", KEY)
+            .header("content-type", "application/octet-stream")
+            .body(Body::from(bytes))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// The `/metrics` exposition text.
+    pub async fn metrics_text(&self) -> String {
+        let r = self.call(Method::GET, "/metrics", None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        r.json.as_str().unwrap_or_default().to_string()
     }
 
     /// Status and `message` of a call, for refusals.

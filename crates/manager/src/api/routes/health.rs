@@ -23,6 +23,7 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
     let storage = verdict(st.vms.storage_check().await);
     let network = verdict(st.vms.network_check().await);
     let backend = verdict(st.vms.backend_check().await);
+    let pool_ready = st.vms.pool_ready().await.ok();
     let ready = [&database, &storage, &network, &backend]
         .iter()
         .all(|c| *c == "ok");
@@ -34,6 +35,9 @@ pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Value>) {
         "backendReason": b.reason,
         // Reconciliation finished before the API opened.
         "checks": { "database": database, "reconciliation": "ok", "network": network, "storage": storage, "backend": backend },
+        // Pool VMs count against no quota; operators see them here and in /metrics.
+        "warmPool": { "target": st.vms.pool_target(), "ready": pool_ready },
+        "templates": st.vms.templates_on(),
     });
     if ready {
         (StatusCode::OK, Json(body))

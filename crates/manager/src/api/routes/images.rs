@@ -182,7 +182,15 @@ async fn put_part(
     check_body(req.headers(), &RAW, images::limit(part))?;
     let body = req.into_body().into_data_stream();
     st.images.upload(id, part, body).await?;
+    files_changed(st, id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// New files: the image's old template is gone with the upload; build one on what is there now,
+/// and let the warm pool replace VMs of the old files.
+fn files_changed(st: &AppState, id: &str) {
+    st.vms.request_template(id, true);
+    st.vms.pool_wanted();
 }
 
 #[utoipa::path(get, path = "/images", tag = "images", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
@@ -295,6 +303,7 @@ pub async fn delete_initrd(
     ImageId(id): ImageId,
 ) -> Result<StatusCode, ApiError> {
     st.images.remove_initrd(&id).await?;
+    files_changed(&st, &id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -312,6 +321,7 @@ pub async fn put_bundle(
     check_body(req.headers(), &ZIP, images::MAX_UPLOAD_BYTES)?;
     let body = req.into_body().into_data_stream();
     st.images.upload_bundle(&id, body).await?;
+    files_changed(&st, &id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -324,6 +334,8 @@ pub async fn set_default(
     ImageId(id): ImageId,
 ) -> Result<StatusCode, ApiError> {
     st.images.set_default(&id).await?;
+    // Pool VMs are of the default image.
+    st.vms.pool_wanted();
     Ok(StatusCode::NO_CONTENT)
 }
 
