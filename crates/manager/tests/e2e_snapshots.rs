@@ -424,7 +424,7 @@ async fn capture_restore_identity_and_gate() {
 
 /// A VMM killed during a capture fails the capture (nothing registered, nothing left) and leaves
 /// the VM STOPPED with `lastError`; a manager killed during a restore leaves nothing behind after
-/// its restart.
+/// its restart, and one killed during a capture leaves no half snapshot and a VM that runs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_during_capture_and_restore() {
     let Some((image, vhost)) = prerequisites("kills_during_capture_and_restore") else {
@@ -531,6 +531,33 @@ async fn kills_during_capture_and_restore() {
     }
     no_capture_dirs(&tm);
     destroy(&tm, &nid).await;
+
+    // The manager dies in the middle of a capture (guest flushed or paused, the state being
+    // written): its successor removes the capture directory, registers no half snapshot, and the
+    // re-adopted VM runs and answers again.
+    let r = tm
+        .call(Method::POST, &format!("/v1/vms/{kid}/start"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
+    sh(
+        &tm,
+        &kid,
+        "dd if=/dev/zero of=big2 bs=1M count=60 2>/dev/null; echo done",
+    )
+    .await;
+    let call = tm.call_detached(Method::POST, &format!("/v1/vms/{kid}/snapshots"), None);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    tm.kill();
+    let answered = call.await.map(|(status, _)| status);
+    println!("manager killed 400 ms into a capture; the request: {answered:?}");
+    tm.restart().await.unwrap();
+    no_capture_dirs(&tm);
+    let ids = tm.ids("/v1/snapshots").await;
+    let committed = matches!(answered, Ok(StatusCode::CREATED));
+    assert_eq!(ids.len(), if committed { 2 } else { 1 }, "{ids:?}");
+    assert!(ids.contains(&base_id));
+    assert_eq!(vm(&tm, &kid).await["state"], "RUNNING");
+    assert_eq!(sh(&tm, &kid, "cat kept.txt").await, "kept\n");
     destroy(&tm, &kid).await;
 }
 

@@ -221,6 +221,11 @@ impl VmService {
             tracing::warn!(vm_id = %row.id, error = %e, "re-adopting the VMM");
             return false;
         }
+        // A manager killed during a capture left the VM paused (on QEMU also without its vsock
+        // device); resuming a running VM changes nothing.
+        if let Err(e) = self.inner.backend.resume(rt).await {
+            tracing::warn!(vm_id = %row.id, error = %e, "resuming a re-adopted VM");
+        }
         let agent = self.agent_for(&row.id);
         let s = &self.inner.settings;
         let answered = tokio::time::timeout(s.health_timeout, async {
