@@ -122,11 +122,13 @@ impl VmService {
         launched: &mut Option<VmRuntime>,
     ) -> Result<(), Failed> {
         let storage = &self.inner.storage;
+        let mut stages = Stages::start();
         let disk = storage
             .vm_disk_from_snapshot(&vm.id, &snap.id, snap.disk_size_mb, vm.disk_size_mb)
             .instrument(info_span!("storage.provision_disk"))
             .await
             .map_err(Failed::host)?;
+        stages.mark("disk");
         let db = &self.inner.db;
         db.set_state(&vm.id, crate::model::VmState::Starting, None)
             .await
@@ -135,6 +137,7 @@ impl VmService {
             .instrument(info_span!("net.attach"))
             .await?;
         self.set_tap_up(vm, false).await?;
+        stages.mark("net");
         let spec = self.spec_for(vm, image, disk);
         let backend = &self.inner.backend;
         let snapshot_dir = storage.snapshot_dir(&snap.id);
@@ -145,6 +148,7 @@ impl VmService {
         .instrument(info_span!("vmm.restore"))
         .await
         .map_err(Failed::host)?;
+        stages.mark("vmm");
         *launched = Some(rt.clone());
         db.set_runtime(&vm.id, rt.pid, rt.start_time, &rt.boot_id)
             .await
@@ -152,14 +156,17 @@ impl VmService {
         self.wait_ready(&rt, &guard.cancel)
             .instrument(info_span!("agent.wait_ready"))
             .await?;
+        stages.mark("ready");
         self.new_identity(vm)
             .instrument(info_span!("guest.provision"))
             .await?;
+        stages.mark("identity");
         db.set_running(&vm.id, "snapshot")
             .await
             .map_err(Failed::host)?;
         self.watch(rt);
-        tracing::info!(vm_id = %vm.id, snapshot_id = %snap.id, provision_mode = "snapshot", "vm.started");
+        tracing::info!(vm_id = %vm.id, snapshot_id = %snap.id, provision_mode = "snapshot",
+            stages_ms = %stages, "vm.started");
         Ok(())
     }
 
@@ -182,6 +189,35 @@ impl VmService {
         self.agent_for(id)
             .call_no_content(rds_protocol::paths::ENTROPY_RESEED, Some(&seed))
             .await?;
+        Ok(())
+    }
+}
+
+/// Milliseconds per restore step, logged with `vm.started` (where restore time goes).
+struct Stages {
+    last: std::time::Instant,
+    done: Vec<(&'static str, u128)>,
+}
+
+impl Stages {
+    fn start() -> Self {
+        Stages {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, stage: &'static str) {
+        self.done.push((stage, self.last.elapsed().as_millis()));
+        self.last = std::time::Instant::now();
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (stage, ms)) in self.done.iter().enumerate() {
+            write!(f, "{}{stage}={ms}", if i > 0 { " " } else { "" })?;
+        }
         Ok(())
     }
 }

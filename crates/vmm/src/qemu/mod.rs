@@ -211,7 +211,7 @@ impl QemuBackend {
             let mut qmp = self.qmp(vm).await?;
             migrate::load(&mut qmp, snapshot_dir).await?;
             qmp.execute("cont", None).await?;
-            vsock::attach(&mut qmp).await
+            vsock::attach_working(&mut qmp, &self.cfg, &l).await
         };
         let died = |status| VmmError::DiedDuringLaunch {
             status,
@@ -342,8 +342,7 @@ impl VmmBackend for QemuBackend {
         let mut qmp = self.qmp(vm).await?;
         qmp.execute("cont", None).await?;
         if !vsock::present(&mut qmp).await? {
-            helper::ensure_running(&self.cfg, &Layout::of_runtime(vm)).await?;
-            vsock::attach(&mut qmp).await?;
+            vsock::attach_working(&mut qmp, &self.cfg, &Layout::of_runtime(vm)).await?;
         }
         Ok(())
     }
