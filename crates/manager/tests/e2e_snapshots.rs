@@ -1,8 +1,8 @@
 //! Snapshots with real QEMU guests through the HTTP API (`vm-lifecycle.md` §8, `api.md` §3.10, §4):
 //! capture of a running VM, concurrent restores with their own identity and egress policy, the
 //! compatibility gate's cold boot, deletes, refusals, and faults (VMM killed during a capture,
-//! manager killed during a restore, a full `STORAGE_ROOT`). Assertions that need memory snapshots
-//! are guarded by the snapshot's `hasMemory` and print what they skipped.
+//! manager killed during a restore, a full `STORAGE_ROOT`). Both backends capture memory, so every
+//! capture here must have it.
 //!
 //! Tests of this file run one at a time; run them under the e2e lock:
 //! `flock /tmp/rds-e2e.lock cargo test -p rds-manager --test e2e_snapshots`.
@@ -17,16 +17,6 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn prerequisites(test: &str) -> Option<(rds_testkit::GuestImage, String)> {
-    let filter =
-        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,netlink_packet_route=error".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_test_writer()
-        .try_init();
-    common::guest_prerequisites(test)
-}
 
 async fn vm(tm: &TestManager, id: &str) -> Value {
     tm.call(Method::GET, &format!("/v1/vms/{id}"), None)
@@ -97,7 +87,8 @@ fn no_capture_dirs(tm: &TestManager) {
 /// source's files, a life of its own (writes, identity, egress policy), and the gate's cold boot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_restore_identity_and_gate() {
-    let Some((image, vhost)) = prerequisites("capture_restore_identity_and_gate") else {
+    let Some((image, vhost)) = common::guest_prerequisites("capture_restore_identity_and_gate")
+    else {
         return;
     };
     let _serial = SERIAL.lock().await;
@@ -131,7 +122,7 @@ async fn capture_restore_identity_and_gate() {
 
     let snap = snapshot(&tm, &s).await;
     let snap_id = snap["id"].as_str().unwrap().to_string();
-    let memory = snap["hasMemory"] == true;
+    assert_eq!(snap["hasMemory"], true, "captures carry memory: {snap}");
     assert!(snap_id.starts_with("snap-"));
     for (k, v) in [
         ("kind", json!("user_overlay")),
@@ -202,7 +193,7 @@ async fn capture_restore_identity_and_gate() {
         .iter()
         .map(|v| v["id"].as_str().unwrap().to_string())
         .collect();
-    let mode = if memory { "snapshot" } else { "boot" };
+    let mode = "snapshot";
     for v in &restored {
         assert_eq!(
             (v["state"].as_str(), v["sourceSnapshotId"].as_str()),
@@ -227,14 +218,10 @@ async fn capture_restore_identity_and_gate() {
         assert_eq!(sh(&tm, id, "cat data/a.txt").await, "alpha\n");
         assert_eq!(sh(&tm, id, "sha256sum data/blob").await, blob);
         let alive = code(&tm, id, &format!("kill -0 {pid}")).await;
-        if memory {
-            assert_eq!(
-                alive, 0,
-                "{id:.8}: the source's background process resumes with the memory"
-            );
-        } else {
-            println!("SKIP background process check on {id:.8}: disk-only snapshot (cold boot), kill -0 → {alive}");
-        }
+        assert_eq!(
+            alive, 0,
+            "{id:.8}: the source's background process resumes with the memory"
+        );
     }
     // Writes stay in the VM that made them.
     sh(&tm, &ids[0], "echo mine > only-r1").await;
@@ -412,9 +399,8 @@ async fn capture_restore_identity_and_gate() {
 
     let metrics = tm.call(Method::GET, "/metrics", None).await.json;
     let text = metrics.as_str().unwrap_or_default();
-    let memory_label = if memory { "true" } else { "false" };
     for line in [
-        format!("rds_snapshot_create_duration_seconds_count{{memory=\"{memory_label}\"}} 2"),
+        "rds_snapshot_create_duration_seconds_count{memory=\"true\"} 2".to_string(),
         format!("rds_vm_create_total{{mode=\"{mode}\",result=\"ok\"}}"),
         "rds_snapshots{kind=\"user_overlay\"} 0".to_string(),
     ] {
@@ -427,7 +413,8 @@ async fn capture_restore_identity_and_gate() {
 /// its restart, and one killed during a capture leaves no half snapshot and a VM that runs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_during_capture_and_restore() {
-    let Some((image, vhost)) = prerequisites("kills_during_capture_and_restore") else {
+    let Some((image, vhost)) = common::guest_prerequisites("kills_during_capture_and_restore")
+    else {
         return;
     };
     let _serial = SERIAL.lock().await;
@@ -564,7 +551,7 @@ async fn kills_during_capture_and_restore() {
 /// A capture that cannot fit answers 507 and leaves the VM running; with room it succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_storage_root_answers_507() {
-    let Some((image, vhost)) = prerequisites("full_storage_root_answers_507") else {
+    let Some((image, vhost)) = common::guest_prerequisites("full_storage_root_answers_507") else {
         return;
     };
     let _serial = SERIAL.lock().await;

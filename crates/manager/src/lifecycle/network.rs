@@ -225,9 +225,14 @@ impl VmService {
         }
     }
 
-    /// Replaces a running VM's egress policy: host rules (one transaction, a failure fails the
-    /// call), then the guest's half (a failure is a warning). A warm-pool VM taken by a create.
-    pub(super) async fn apply_egress(&self, vm: &VmRecord) -> Result<(), Failed> {
+    /// Replaces a running VM's egress policy, which was `before`'s: host rules (one transaction, a
+    /// failure fails the call), then the guest's half (a failure is a warning) unless the guest
+    /// already has exactly these rules. A warm-pool VM taken by a create.
+    pub(super) async fn apply_egress(
+        &self,
+        vm: &VmRecord,
+        before: &VmRecord,
+    ) -> Result<(), Failed> {
         let net = self.network();
         net.host.update_vm(&net.vm_net_of(vm)).await.map_err(|e| {
             Failed::host(format!(
@@ -235,7 +240,9 @@ impl VmService {
                 crate::error_chain(&e)
             ))
         })?;
-        self.guest_firewall(vm).await;
+        if net.firewall(vm) != net.firewall(before) {
+            self.guest_firewall(vm).await;
+        }
         Ok(())
     }
 

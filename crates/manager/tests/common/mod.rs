@@ -303,6 +303,13 @@ fn request(method: Method, path: &str, body: Option<Value>) -> Request<Body> {
 /// The image and vhost helper for a test that boots guests, or `None` after printing why it skips
 /// (a failure under `RDS_REQUIRE_E2E=1`).
 pub fn guest_prerequisites(test: &str) -> Option<(GuestImage, String)> {
+    // The managers' warnings (fallbacks, retries) belong in a failing test's output.
+    let filter =
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,netlink_packet_route=error".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
     match rds_testkit::e2e_prerequisites() {
         Ok(p) => Some(p),
         Err(reason) => {
