@@ -65,6 +65,25 @@ pub fn spawn_detached(cmd: &mut Command, log: &Path) -> io::Result<u32> {
     Ok(child.id())
 }
 
+/// Makes `fd` the child's descriptor `target` (without close-on-exec), for a program that opens
+/// `/proc/self/fd/<target>`. `fd` must stay open until the spawn returned.
+pub fn inherit_fd(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+    // SAFETY: dup2 and fcntl are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; on success the returned descriptor is ours to own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

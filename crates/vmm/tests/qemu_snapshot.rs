@@ -134,12 +134,24 @@ async fn capture_resume_and_two_independent_restores() {
             )
         });
     let state = std::fs::metadata(snap.join("vmstate.snap")).unwrap();
+    let mem = std::fs::metadata(snap.join("mem.snap")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let mem_used = mem.blocks() * 512;
     println!(
-        "TIMING pause (vsock unplugged) {t_paused:?}, state written {:?}, {} MB; resumed -> /health {back:?}",
+        "TIMING pause (vsock unplugged) {t_paused:?}, state + memory written {:?}: device state {} KB, \
+         memory {} MB in use of {} MB; resumed -> /health {back:?}",
         t_saved - t_paused,
-        state.len() / 1_000_000
+        state.len() / 1000,
+        mem_used / 1_000_000,
+        mem.len() / 1_000_000
     );
-    assert!(state.len() > 1 << 20, "state file of {} bytes", state.len());
+    // Device state only in the stream; the memory file as large as the guest's, its unused pages holes.
+    assert!(state.len() < 4 << 20, "state file of {} bytes", state.len());
+    assert_eq!(mem.len(), 256 << 20);
+    assert!(
+        mem_used > 8 << 20 && mem_used < mem.len(),
+        "memory file uses {mem_used} bytes"
+    );
     assert_eq!(state.permissions().mode() & 0o777, 0o444);
     assert_eq!(
         stdout(&src, &format!("kill -0 {pid} && cat /workspace/f")).await,
@@ -221,6 +233,14 @@ async fn a_state_file_qemu_cannot_load_leaves_nothing_running() {
     std::fs::write(snap.join("vmstate.snap"), b"QEVM but not really").unwrap();
     let s = small_spec(&work.path().join("vm"), "snap-bad", &img, &disk, 10_110, "");
     b.prepare(&s).await.unwrap();
+    // No memory file: refused before anything starts.
+    let err = b.restore(&s, &snap).await.unwrap_err();
+    assert!(err.to_string().contains("mem.snap"), "{err}");
+    // Memory present, device state garbage: QEMU starts, fails the load and is gone.
+    std::fs::File::create(snap.join("mem.snap"))
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
     let err = b.restore(&s, &snap).await.unwrap_err();
     println!("restore of a bad state file: {err}");
     assert!(

@@ -84,10 +84,11 @@ pub(crate) fn qemu_args(cfg: &QemuConfig, spec: &VmSpec, start: Start) -> Vec<Os
     ] {
         a.arg(flag);
     }
-    // vhost-user needs guest memory the helper can map.
+    // Guest memory is a memfd the manager made (memory.rs), shared: vhost-user maps it too.
     a.arg("-object").arg(format!(
-        "memory-backend-memfd,id=mem,size={}M,share=on",
-        spec.mem_mb
+        "memory-backend-file,id=mem,size={}M,mem-path=/proc/self/fd/{},share=on",
+        spec.mem_mb,
+        super::memory::RAM_FD
     ));
     a.arg("-machine").arg("memory-backend=mem");
     a.arg("-kernel").arg(&spec.kernel);
@@ -245,7 +246,7 @@ mod tests {
             "-accel", "tcg,thread=multi", "-cpu", "max",
             "-smp", "2", "-m", "512",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
+            "-object", "memory-backend-file,id=mem,size=512M,mem-path=/proc/self/fd/3,share=on",
             "-machine", "memory-backend=mem",
             "-kernel", "/img/vmlinux",
             "-initrd", "/img/initrd",

@@ -1,7 +1,7 @@
 //! Memory snapshots as QEMU migrations to and from a file (`vmm-backends.md` §5.3): the state file's
 //! descriptor goes to QEMU over QMP (`getfd`), so neither the chroot nor the dropped uid matter, and
-//! `spawn=deny` (which kills `exec:` URIs) is no obstacle. One file, `vmstate.snap`, holds RAM and
-//! device state.
+//! `spawn=deny` (which kills `exec:` URIs) is no obstacle. With `x-ignore-shared` the stream, in
+//! `vmstate.snap`, holds device state only: guest memory travels as `mem.snap` (memory.rs).
 
 use super::qmp::Qmp;
 use crate::VmmError;
@@ -37,6 +37,7 @@ pub(crate) async fn save(qmp: &mut Qmp, dir: &Path) -> Result<(), VmmError> {
         Some(json!({ "max-bandwidth": UNLIMITED_BANDWIDTH })),
     )
     .await?;
+    skip_shared_memory(qmp).await?;
     qmp.execute_with_fd("getfd", Some(json!({ "fdname": FD_NAME })), file.as_fd())
         .await?;
     qmp.execute("migrate", Some(json!({ "uri": format!("fd:{FD_NAME}") })))
@@ -76,6 +77,7 @@ pub(crate) async fn save(qmp: &mut Qmp, dir: &Path) -> Result<(), VmmError> {
 pub(crate) async fn load(qmp: &mut Qmp, dir: &Path) -> Result<(), VmmError> {
     let path = dir.join(STATE_FILE);
     let file = File::open(&path).map_err(|e| VmmError::io("open", &path, e))?;
+    skip_shared_memory(qmp).await?;
     qmp.execute_with_fd("getfd", Some(json!({ "fdname": FD_NAME })), file.as_fd())
         .await?;
     drop(file);
@@ -98,6 +100,15 @@ pub(crate) async fn load(qmp: &mut Qmp, dir: &Path) -> Result<(), VmmError> {
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Leaves the shared guest memory out of the stream, on both sides (QEMU 7.2 counts any shared RAM
+/// block, our memfd included).
+async fn skip_shared_memory(qmp: &mut Qmp) -> Result<(), VmmError> {
+    let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] });
+    qmp.execute("migrate-set-capabilities", Some(caps))
+        .await
+        .map(drop)
 }
 
 fn rejected(command: &str, message: &str) -> VmmError {

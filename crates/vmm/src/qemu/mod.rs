@@ -10,6 +10,7 @@
 mod cmdline;
 mod helper;
 mod layout;
+mod memory;
 mod migrate;
 mod qmp;
 mod vsock;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use cmdline::Start;
 use layout::Layout;
 use qmp::{Qmp, Transcript};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -103,8 +105,15 @@ impl QemuBackend {
         qmp.execute(command, None).await.map(drop)
     }
 
-    /// Spawns QEMU and waits until QMP answers. On any failure both processes are gone afterwards.
-    async fn launch(&self, spec: &VmSpec, l: &Layout, start: Start) -> Result<VmRuntime, VmmError> {
+    /// Spawns QEMU on guest memory `ram` and waits until QMP answers. On any failure both processes
+    /// are gone afterwards.
+    async fn launch(
+        &self,
+        spec: &VmSpec,
+        l: &Layout,
+        start: Start,
+        ram: std::os::fd::OwnedFd,
+    ) -> Result<VmRuntime, VmmError> {
         let helper_pid = helper::spawn(&self.cfg, l, spec.vsock_cid)?;
         if let Err(e) = helper::wait_ready(helper_pid, l).await {
             helper::kill(l).await;
@@ -114,12 +123,14 @@ impl QemuBackend {
         let mut cmd = Command::new(&self.cfg.qemu_bin);
         cmd.args(cmdline::qemu_args(&self.cfg, spec, start))
             .current_dir(&l.run_dir);
+        process::inherit_fd(&mut cmd, ram.as_raw_fd(), memory::RAM_FD);
         let started = Instant::now();
         let pid =
             process::spawn_detached(&mut cmd, &l.stderr_log()).map_err(|source| VmmError::Spawn {
                 program: self.cfg.qemu_bin.display().to_string(),
                 source,
             });
+        drop(ram);
         let pid = match pid {
             Ok(pid) => pid,
             Err(e) => {
@@ -241,6 +252,19 @@ impl QemuBackend {
     }
 }
 
+/// A memfd for the guest's memory, filled from a snapshot's `mem.snap` when given (off the runtime:
+/// a restore copies up to the guest's memory size).
+async fn guest_memory(
+    mem_mb: u32,
+    from: Option<PathBuf>,
+) -> Result<std::os::fd::OwnedFd, VmmError> {
+    let what = from.clone().unwrap_or_else(|| "memfd".into());
+    tokio::task::spawn_blocking(move || memory::create(mem_mb, from.as_deref()))
+        .await
+        .map_err(|e| VmmError::io("guest memory from", &what, std::io::Error::other(e)))?
+        .map_err(|e| VmmError::io("guest memory from", &what, e))
+}
+
 /// `QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)` → `7.2.22 (Debian …)`.
 fn parse_version(text: &str) -> Option<String> {
     let line = text.lines().find(|l| l.contains("QEMU emulator version"))?;
@@ -321,18 +345,22 @@ impl VmmBackend for QemuBackend {
     async fn boot(&self, spec: &VmSpec) -> Result<VmRuntime, VmmError> {
         let l = Layout::of_spec(spec);
         l.check_socket_paths()?;
-        self.launch(spec, &l, Start::Boot).await
+        let ram = guest_memory(spec.mem_mb, None).await?;
+        self.launch(spec, &l, Start::Boot, ram).await
     }
 
     async fn pause(&self, vm: &VmRuntime) -> Result<(), VmmError> {
         self.command(vm, "stop").await
     }
 
-    /// Unplugs the vsock device while the guest still runs (it must acknowledge the removal), then
-    /// stops the vCPUs.
+    /// Unplugs the vsock device while the guest still runs (it must acknowledge the removal), stops
+    /// its helper, then stops the vCPUs.
     async fn pause_for_snapshot(&self, vm: &VmRuntime) -> Result<(), VmmError> {
         let mut qmp = self.qmp(vm).await?;
         vsock::detach(&mut qmp).await?;
+        // `resume` plugs a new device into a new helper: re-plugs into the old one stayed silent
+        // more often (vsock.rs).
+        helper::kill(&Layout::of_runtime(vm)).await;
         qmp.execute("stop", None).await.map(drop)
     }
 
@@ -347,9 +375,17 @@ impl VmmBackend for QemuBackend {
         Ok(())
     }
 
+    /// Device state through the migration (`vmstate.snap`), then the memory (`mem.snap`), both
+    /// while the VM stays paused.
     async fn snapshot_create(&self, vm: &VmRuntime, dir: &Path) -> Result<(), VmmError> {
         let mut qmp = self.qmp(vm).await?;
-        migrate::save(&mut qmp, dir).await
+        migrate::save(&mut qmp, dir).await?;
+        let (pid, mem) = (vm.pid, dir.join(memory::MEM_FILE));
+        let path = mem.clone();
+        tokio::task::spawn_blocking(move || memory::save(pid, &path))
+            .await
+            .map_err(|e| VmmError::io("write", &mem, std::io::Error::other(e)))?
+            .map_err(|e| VmmError::io("write", &mem, e))
     }
 
     /// Starts QEMU with `-incoming defer` and no vsock device (the snapshot has none), loads
@@ -358,7 +394,8 @@ impl VmmBackend for QemuBackend {
     async fn restore(&self, spec: &VmSpec, snapshot_dir: &Path) -> Result<VmRuntime, VmmError> {
         let l = Layout::of_spec(spec);
         l.check_socket_paths()?;
-        let vm = self.launch(spec, &l, Start::Incoming).await?;
+        let ram = guest_memory(spec.mem_mb, Some(snapshot_dir.join(memory::MEM_FILE))).await?;
+        let vm = self.launch(spec, &l, Start::Incoming, ram).await?;
         if let Err(e) = self.load_and_run(&vm, snapshot_dir).await {
             self.discard(&vm).await;
             return Err(e);

@@ -4,8 +4,9 @@
 //! The guest's listening sockets survive; connections through the old device are reset, as a
 //! Firecracker snapshot resets them too.
 //!
-//! The helper outlives a detach: `vhost-device-vsock` serves its socket again once QEMU hangs up, so
-//! re-attaching needs no new process unless the helper died.
+//! Each attach goes to a helper started for it when the recorded one is gone; `pause_for_snapshot`
+//! stops the old one, since `vhost-device-vsock` serving its socket again after QEMU hung up left the
+//! new device silent more often.
 //!
 //! A freshly plugged device sometimes never carries a packet although the guest driver reports it
 //! ready (measured: about 1 in 30 restores with three at once on two cores, none after re-plugging
