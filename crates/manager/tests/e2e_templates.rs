@@ -355,7 +355,20 @@ async fn warm_pool_take_refill_and_egress() {
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.json);
     assert_eq!(r.json["message"], "VM quota exceeded (maxVms=1)");
-    assert_eq!(vm_dirs(&tm).len(), 2, "{:?}", vm_dirs(&tm));
+    // Nothing was created for the refused create; the pool VM is still there to take.
+    assert_eq!(tm.ids("/v1/vms").await, vec![id.clone()]);
+    let internal: Vec<String> = tm
+        .metrics_text()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("rds_internal_vms"))
+        .map(str::to_string)
+        .collect();
+    println!(
+        "after the refused create: dirs {:?}, {internal:?}",
+        vm_dirs(&tm)
+    );
+    assert_eq!(readyz(&tm).await["warmPool"]["ready"], 1);
     assert_eq!(
         tm.call(Method::DELETE, &format!("/v1/vms/{id}"), None)
             .await
