@@ -7,8 +7,9 @@ CACHE=${RDS_CACHE_DIR:-/var/cache/run-dat-sheesh}
 VHOST_VERSION=0.3.0
 VHOST_ROOT="$CACHE/tools/vhost-device-vsock-$VHOST_VERSION"
 # postgresql: the server the DB tests run on (scripts/test-postgres.sh starts a private cluster).
+# chromium, chromium-driver: the browser the console tests drive (tests/browser_console.rs).
 PACKAGES=(qemu-system-x86 busybox-static socat debootstrap kmod cpio lz4 xfsprogs btrfs-progs
-  nftables e2fsprogs unzip procps python3-pip postgresql)
+  nftables e2fsprogs unzip procps python3-pip postgresql chromium chromium-driver)
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 

@@ -12,6 +12,7 @@ export SQLITE_PATH=${SQLITE_PATH:-$STORAGE_ROOT/manager.db}
 export PORT=${PORT:-3000}
 
 vhost=$(scripts/install-deps.sh | tail -n 1)
+scripts/build-console.sh >/dev/null
 image=$(scripts/build-image.sh | tail -n 1)
 echo "[run] building the manager" >&2
 cargo build --release -p rds-manager >&2
@@ -44,6 +45,7 @@ cat >&2 <<MSG
 
 run-dat-sheesh on http://localhost:$PORT  (image: $image)
 API key: $API_KEY        (stored in $creds)
+Console: http://localhost:$PORT/  (sign in as $ADMIN_EMAIL, password in $creds)
 Try:
   curl -s -X POST localhost:$PORT/v1/vms -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{"cpu":1,"memMb":512}'
   curl -s -X POST localhost:$PORT/v1/vms/<id>/exec -H 'X-API-Key: $API_KEY' -H 'Content-Type: application/json' -d '{"cmd":"uname -a"}'

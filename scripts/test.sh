@@ -9,6 +9,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 vhost=$(scripts/install-deps.sh | tail -n 1)
+# The console bundle the manager embeds: built here so a type error fails the run (build.rs reuses it).
+scripts/build-console.sh >/dev/null
 image=$(scripts/build-image.sh | tail -n 1)
 # The Postgres half of the DB tests (tests make and drop their own databases on this server).
 export RDS_TEST_DATABASE_URL

@@ -1,6 +1,12 @@
 //! Embeds Swagger UI (npm package `swagger-ui-dist`) so `/swagger` works offline. The tarball comes
 //! from the cache `scripts/install-deps.sh` fills, else from `npm pack`; without either the manager
-//! still builds and `/swagger` says the assets are missing.
+//! still builds and `/swagger` says the assets are missing. Also embeds the admin console
+//! (`build/console.rs`) and renders the user docs (`build/docs.rs`).
+
+#[path = "build/console.rs"]
+mod console;
+#[path = "build/docs.rs"]
+mod docs;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,11 +21,16 @@ const FILES: [&str; 4] = [
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build");
     // `sqlx::migrate!` embeds the files it found; a new migration must rebuild the crate.
     println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-env-changed=RDS_SWAGGER_UI_TGZ");
     println!("cargo:rustc-check-cfg=cfg(rds_swagger_assets)");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("swagger-ui");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    console::embed(&out_dir);
+    println!("cargo:rerun-if-changed=../../docs");
+    docs::embed(Path::new("../../docs"), &out_dir);
+    let out = out_dir.join("swagger-ui");
     std::fs::create_dir_all(&out).expect("create OUT_DIR/swagger-ui");
     if FILES.iter().all(|f| out.join(f).is_file()) || fetch(&out).is_ok() {
         println!("cargo:rustc-cfg=rds_swagger_assets");

@@ -1,7 +1,8 @@
-//! Optional cgroup v2 confinement (spec `agent.md` §5): every call gets its own child of
-//! `/sys/fs/cgroup/rds-sandbox`, whose limits (`memory.max` = guest RAM − 64 MiB, `pids.max` = 4096) bound
-//! all sandboxed work together. When cgroup2 or its `memory`/`pids` controllers are missing, the agent
-//! runs without (the spec's "should"), and [`Sandboxes::setup`] says so once.
+//! Optional cgroup v2 confinement (`docs/reference/agent-protocol.md` §5): every call gets its own
+//! child of `/sys/fs/cgroup/rds-sandbox`, whose limits (`memory.max` = guest RAM − 64 MiB,
+//! `pids.max` = 4096) bound all sandboxed work together. When cgroup2 or its `memory`/`pids`
+//! controllers are missing, the agent runs without (the spec's "should"), and [`Sandboxes::setup`]
+//! says so once.
 
 use std::collections::HashSet;
 use std::fs;

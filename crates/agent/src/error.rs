@@ -3,7 +3,7 @@
 use hyper::StatusCode;
 use rds_protocol::{messages, ErrorBody};
 
-/// Longest `detail` sent back (spec `agent.md` §3).
+/// Longest `detail` sent back (`docs/reference/agent-protocol.md` §3).
 const MAX_DETAIL_CHARS: usize = 500;
 
 #[derive(Debug, thiserror::Error)]

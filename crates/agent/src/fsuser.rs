@@ -1,5 +1,5 @@
-//! File work done with the sandbox user's file-system identity (spec `agent.md` §5, §7: archive work runs
-//! as uid 1000).
+//! File work done with the sandbox user's file-system identity
+//! (`docs/reference/agent-protocol.md` §5, §7: archive work runs as uid 1000).
 //!
 //! [`run_as`] runs a closure on a fresh thread whose file-system uid/gid are the sandbox user's and whose
 //! supplementary groups are empty. Linux keeps credentials per thread and the raw system calls below

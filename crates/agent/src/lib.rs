@@ -1,5 +1,6 @@
-//! The guest agent (spec `agent.md`): an HTTP/1.1 server on vsock that reports health and runs commands
-//! in a sandbox as uid 1000. `main` wires it; the modules below do the work.
+//! The guest agent (`docs/reference/agent-protocol.md`): an HTTP/1.1 server on vsock that reports
+//! health and runs commands in a sandbox as uid 1000. `main` wires it; the modules below do the
+//! work.
 //!
 //! - [`config`]: settings from the environment (and the host-test hooks)
 //! - [`server`]: listener, connection loop, request log line, version header

@@ -1,6 +1,6 @@
-//! Output capture and size rules for exec replies (spec `agent.md` §5): keep the first bytes of each
-//! stream up to the cap, decode them as lossy UTF-8, and trim further when the encoded reply would not fit
-//! the manager's body budget.
+//! Output capture and size rules for exec replies (`docs/reference/agent-protocol.md` §5): keep the
+//! first bytes of each stream up to the cap, decode them as lossy UTF-8, and trim further when the
+//! encoded reply would not fit the manager's body budget.
 
 use std::io;
 

@@ -1,4 +1,5 @@
-//! The path policy (spec `agent.md` §5): what a caller's path means and how it is opened.
+//! The path policy (`docs/reference/agent-protocol.md` §5): what a caller's path means and how it
+//! is opened.
 //!
 //! Callers speak of `/workspace/...` (or relative paths, taken from `/workspace`); the agent maps that onto
 //! its workspace root directory, which is `/workspace` in the guest and a temporary directory in host tests.

@@ -1,6 +1,7 @@
-//! Runs one sandboxed process to completion (spec `agent.md` §5 "Exec semantics"): both pipes read
-//! concurrently, SIGKILL to the process group (and the call's cgroup) on timeout, and an answer at most
-//! [`EXEC_PIPE_GRACE_MS`] after the main process ended even if descendants hold the pipes.
+//! Runs one sandboxed process to completion (`docs/reference/agent-protocol.md` §5, `/exec`): both
+//! pipes read concurrently, SIGKILL to the process group (and the call's cgroup) on timeout, and an
+//! answer at most [`EXEC_PIPE_GRACE_MS`] after the main process ended even if descendants hold the
+//! pipes.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;

@@ -1,7 +1,8 @@
-//! How every sandboxed process starts (spec `agent.md` §5 table): identity 1000:1000 with no groups, no
-//! capabilities and `no_new_privs`, its own session, stdin `/dev/null`, `oom_score_adj` 1000, umask 022,
-//! core 0 / nofile 65536, a fresh environment, the caller's working directory, and (when available) its
-//! own cgroup. Everything that runs between `fork` and `exec` is in [`enter`] and uses raw syscalls only.
+//! How every sandboxed process starts (`docs/reference/agent-protocol.md` §5 table): identity
+//! 1000:1000 with no groups, no capabilities and `no_new_privs`, its own session, stdin
+//! `/dev/null`, `oom_score_adj` 1000, umask 022, core 0 / nofile 65536, a fresh environment, the
+//! caller's working directory, and (when available) its own cgroup. Everything that runs between
+//! `fork` and `exec` is in [`enter`] and uses raw syscalls only.
 
 use std::ffi::CString;
 use std::io;

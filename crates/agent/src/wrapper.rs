@@ -1,6 +1,6 @@
-//! The entry module of `/run-ts` and `/run-js` (spec `agent.md` §6 "Result wrapper"): it defines the
-//! global `result`, imports the target module by URL, and writes every record synchronously to the result
-//! file as `{"hasResult": bool, "result": …, "error": …}`.
+//! The entry module of `/run-ts` and `/run-js` (`docs/reference/agent-protocol.md` §6, "The result
+//! wrapper"): it defines the global `result`, imports the target module by URL, and writes every
+//! record synchronously to the result file as `{"hasResult": bool, "result": …, "error": …}`.
 
 /// Shared by both runtimes; expects `__rdsWrite(text)` and `__rdsFail()` to be defined before it.
 const COMMON: &str = r#"

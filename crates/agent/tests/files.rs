@@ -1,5 +1,5 @@
-//! Archives end to end (spec `agent.md` §7): upload, download and replace-tree over the socket, with the
-//! agent running as root and dropping to uid 1000 for the file work.
+//! Archives end to end (`docs/reference/agent-protocol.md` §7): upload, download and replace-tree
+//! over the socket, with the agent running as root and dropping to uid 1000 for the file work.
 
 mod common;
 

@@ -94,7 +94,8 @@ pub fn add_user(root: &Path) -> Result<()> {
 }
 
 /// Debian's /etc/profile overwrites PATH for non-root users, which would undo the PATH the agent
-/// gives every sandboxed `bash -lc` (agent.md §5). Keep the caller's PATH when one is set.
+/// gives every sandboxed `bash -lc` (docs/reference/agent-protocol.md §5). Keep the caller's PATH
+/// when one is set.
 pub fn keep_path_in_profile(root: &Path) -> Result<()> {
     let profile = root.join("etc/profile");
     let text = fs::read_to_string(&profile)?;

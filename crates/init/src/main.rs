@@ -1,5 +1,5 @@
-//! `rds-init`: PID 1 of the guest (agent.md §1). The initramfs has loaded the
-//! kernel modules and switched root to the read-only base image; this program
+//! `rds-init`: PID 1 of the guest (docs/reference/agent-protocol.md §1). The initramfs has loaded
+//! the kernel modules and switched root to the read-only base image; this program
 //! builds the writable overlay root, starts and supervises the agent, reaps
 //! zombies and shuts the VM down cleanly on the VMM's request.
 

@@ -1,4 +1,4 @@
-//! Filesystem setup (agent.md §1 steps 1–5): kernel filesystems, the
+//! Filesystem setup (docs/reference/agent-protocol.md §1 steps 1–4): kernel filesystems, the
 //! writable-disk overlay over the read-only base root, `/run`, `/dev/shm`
 //! and the `/workspace` bind mount on `/home/user`.
 

@@ -1,4 +1,4 @@
-//! Clean shutdown (agent.md §1 step 7): SIGTERM everything, wait up to 2 s,
+//! Clean shutdown (docs/reference/agent-protocol.md §1 step 6): SIGTERM everything, wait up to 2 s,
 //! SIGKILL the rest, sync, remount the writable disk read-only, then
 //! `reboot(RB_AUTOBOOT)`, which ends the VMM (QEMU `-no-reboot`, Firecracker).
 

@@ -1,5 +1,6 @@
-//! Per-VM exec log: `logs/exec.jsonl`, one JSON line per exec/run-ts/run-js call (`api.md` §3.6,
-//! `vm-lifecycle.md` §7). Text fields are capped at 64 KiB; files over 16 MiB move to `.1`.
+//! Per-VM exec log: `logs/exec.jsonl`, one JSON line per exec/run-ts/run-js call
+//! (`docs/reference/api.md` §3.6, `docs/reference/lifecycle.md` §8). Text fields are capped at
+//! 64 KiB; files over 16 MiB move to `.1`.
 
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};

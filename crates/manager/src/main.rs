@@ -4,7 +4,7 @@ use rds_manager::config::Settings;
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-/// `config.md` §1: configuration problems exit with 78 (EX_CONFIG).
+/// `docs/reference/configuration.md` §1: configuration problems exit with 78 (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
 #[tokio::main]

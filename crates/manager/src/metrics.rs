@@ -1,5 +1,6 @@
 //! Prometheus text exposition (format 0.0.4) of the manager's counters and histograms. Small and
-//! hand-written on purpose: the families are fixed (`api.md` §2) and the format is a few lines.
+//! hand-written on purpose: the families are fixed (`docs/reference/api.md` §2.1) and the format is
+//! a few lines.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -54,6 +55,16 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "RUNNING warm-pool VMs ready to be taken",
     ),
     (
+        "rds_storage_used_bytes",
+        "gauge",
+        "Bytes used on STORAGE_ROOT's filesystem",
+    ),
+    (
+        "rds_storage_capacity_bytes",
+        "gauge",
+        "Size of STORAGE_ROOT's filesystem",
+    ),
+    (
         "rds_internal_vms",
         "gauge",
         "Internal VMs (template builds, warm pool) by role",
@@ -87,6 +98,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "rds_http_request_duration_seconds",
         "histogram",
         "HTTP request duration by route pattern and method",
+    ),
+    (
+        "rds_webhook_deliveries_total",
+        "counter",
+        "Webhook delivery attempts by result (succeeded, retry, failed)",
     ),
     (
         "rds_rate_limited_total",

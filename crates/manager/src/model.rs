@@ -39,8 +39,8 @@ impl VmState {
         })
     }
 
-    /// The transition table of `vm-lifecycle.md` §1. Exhaustive on purpose: a new state must decide
-    /// every transition.
+    /// The transition table of `docs/reference/lifecycle.md` §1. Exhaustive on purpose: a new state
+    /// must decide every transition.
     pub fn can_become(self, to: VmState) -> bool {
         use VmState::*;
         match (self, to) {
@@ -139,7 +139,7 @@ pub struct BuiltinFile {
     pub file: ImageFile,
 }
 
-/// A built-in image to insert (`vm-lifecycle.md` §9).
+/// A built-in image to insert (`docs/reference/lifecycle.md` §11).
 #[derive(Debug, Clone)]
 pub struct NewBuiltinImage {
     pub id: String,
@@ -149,7 +149,7 @@ pub struct NewBuiltinImage {
     pub rootfs: BuiltinFile,
 }
 
-/// The image's template (`vm-lifecycle.md` §8.5); absent until templates exist.
+/// The image's template (`docs/snapshots.md` Templates); absent until templates exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSeed {
     pub snapshot_id: Option<String>,
@@ -158,7 +158,8 @@ pub struct ImageSeed {
     pub error: Option<String>,
 }
 
-/// `user_overlay` (a user's `POST /v1/vms/:id/snapshots`) or `template` (an image's seed, internal).
+/// `user_overlay` (a user's `POST /v1/vms/:id/snapshots`) or `template` (an image's seed,
+/// internal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotKind {
@@ -183,9 +184,9 @@ impl SnapshotKind {
     }
 }
 
-/// One snapshot (`vm-lifecycle.md` §8.1, §12): the row holds these fields in snake_case, and the
-/// snapshot's `meta.json` is this struct serialised (camelCase), so a directory describes itself and
-/// can be registered again after its row was lost.
+/// One snapshot (`docs/snapshots.md` Files, `docs/reference/lifecycle.md` §12): the row holds these
+/// fields in snake_case, and the snapshot's `meta.json` is this struct serialised (camelCase), so a
+/// directory describes itself and can be registered again after its row was lost.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotRecord {

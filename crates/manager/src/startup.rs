@@ -1,4 +1,5 @@
-//! Wiring at startup: checks that need I/O (`config.md` §3), then the service graph, then serving.
+//! Wiring at startup: checks that need I/O (`docs/reference/configuration.md` §3), then the service
+//! graph, then serving.
 
 use crate::agent::AgentConfig;
 use crate::api::{self, AppState, BackendInfo};
@@ -100,7 +101,9 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
     let db = Db::connect(&settings.db)
         .await
         .map_err(|e| vec![cfg_err(variable, e.to_string(), None)])?;
-    // vm-lifecycle.md §9: the built-in image, hashed (cached) and cloned into IMAGES_DIR.
+    let activity = crate::activity::Activity::new(db.clone());
+    // `docs/reference/lifecycle.md` §11: the built-in image, hashed (cached) and cloned into
+    // IMAGES_DIR.
     let images_err = |e: ImageError| match e {
         ImageError::Db(e) => vec![cfg_err(variable, e.to_string(), None)],
         e => vec![cfg_err(
@@ -115,6 +118,7 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         &settings.storage_root.join("tmp"),
         &settings.storage_root.join("snapshots"),
         CloneMode::parse(settings.disks.clone_mode),
+        activity.clone(),
     )
     .map_err(images_err)?;
     if let (Some(k), Some(r)) = (&settings.image.kernel, &settings.image.rootfs) {
@@ -165,8 +169,9 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         storage,
         lifecycle,
         net,
+        activity.clone(),
     );
-    // vm-lifecycle.md §4: before anything serves.
+    // `docs/reference/lifecycle.md` §5: before anything serves.
     vms.reconcile().await.map_err(|e| {
         vec![cfg_err(
             variable,
@@ -184,7 +189,8 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
             None,
         )]
     })?;
-    // vm-lifecycle.md §8.5: after reconciliation removed every earlier internal VM.
+    // `docs/snapshots.md` (Templates, Warm pool): after reconciliation removed every earlier
+    // internal VM.
     vms.start_templates().await.map_err(|e| {
         vec![cfg_err(
             variable,
@@ -193,14 +199,32 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         )]
     })?;
     vms.start_pool();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let policy = crate::webhooks::Policy {
+        allow_private: settings.webhook_allow_private,
+        vm_subnet: settings.vm_subnet,
+    };
+    let webhooks =
+        crate::webhooks::Webhooks::new(db.clone(), policy, activity.clone(), metrics.clone())
+            .map_err(|e| {
+                vec![cfg_err(
+                    "WEBHOOK_ALLOW_PRIVATE",
+                    format!("webhook client: {e}"),
+                    None,
+                )]
+            })?;
+    webhooks.start();
     let state = AppState {
         vms,
         images,
         limits: Arc::new(settings.limits.clone()),
         default_disk_mb: settings.default_disk_mb(),
-        api_key_digest: Arc::new(api::auth_digest(&settings.api_key)),
+        auth: auth_service(&db, &activity, settings).await,
+        activity,
+        webhooks,
+        cpu: crate::hoststats::CpuUsage::start(),
         expose_internal_errors: settings.expose_internal_errors,
-        metrics: Arc::new(crate::metrics::Metrics::default()),
+        metrics,
         limiter: Arc::new(api::ratelimit::Limiter::new(settings.rate_limits.clone())),
         backend_info: Arc::new(BackendInfo {
             backend: caps.kind.as_str(),
@@ -214,6 +238,29 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         state,
         db,
     })
+}
+
+/// Sessions, keys and the admin login; expired sessions and old activity are purged hourly.
+async fn auth_service(
+    db: &Db,
+    activity: &crate::activity::Activity,
+    settings: &Settings,
+) -> crate::auth::AuthService {
+    let auth = crate::auth::AuthService::new(
+        db.clone(),
+        activity.clone(),
+        crate::auth::AuthSettings {
+            api_key: &settings.api_key,
+            admin_email: &settings.admin_email,
+            admin_password: &settings.admin_password,
+            session_ttl_hours: settings.session_ttl_hours,
+            cookie_secure: settings.cookie_secure,
+        },
+    )
+    .await;
+    auth.start_maintenance();
+    activity.start_pruning();
+    auth
 }
 
 /// Templates with `ENABLE_SNAPSHOTS`; a pool of min(target, max) with `ENABLE_WARM_POOL`.
@@ -329,6 +376,8 @@ pub async fn serve(
         r = server => r?,
         _ = drain => tracing::warn!("in-flight requests cut off after 10 s"),
     }
+    // Events recorded by the last requests are stored before the pool closes.
+    let _ = tokio::time::timeout(Duration::from_secs(5), app.state.activity.flush()).await;
     app.db.close().await;
     Ok(())
 }

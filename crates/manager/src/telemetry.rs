@@ -1,6 +1,7 @@
 //! Logs and traces: `tracing` events to stderr (`LOG_FORMAT`, `RUST_LOG`) and, when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the manager's spans exported over OTLP/HTTP (protobuf):
-//! one per HTTP request, children per lifecycle step and agent call (`config.md` §3).
+//! one per HTTP request, children per lifecycle step and agent call
+//! (`docs/reference/configuration.md` §3).
 //!
 //! Span fields are chosen where the spans are made and never carry keys, secrets or bodies; the
 //! export layer only sees spans of this workspace's crates, so a dependency's spans (the exporter's

@@ -1,4 +1,5 @@
-//! VMM and console logs of a VM (`api.md` §3.5): the tail of a file, read from its last 256 KiB.
+//! VMM and console logs of a VM (`docs/reference/api.md` §3.5): the tail of a file, read from its
+//! last 256 KiB.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;

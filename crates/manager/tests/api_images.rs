@@ -1,6 +1,6 @@
-//! Images through the HTTP API (`api.md` §5): create, uploads checked by magic and streamed under the
-//! caps, bundles, the default, deletes, the built-in image, and a VM booted from an uploaded image.
-//! Tests that boot guests take `/tmp/rds-e2e.lock` through the runner:
+//! Images through the HTTP API (`docs/reference/api.md` §5): create, uploads checked by magic and
+//! streamed under the caps, bundles, the default, deletes, the built-in image, and a VM booted from
+//! an uploaded image. Tests that boot guests take `/tmp/rds-e2e.lock` through the runner:
 //! `flock /tmp/rds-e2e.lock cargo test -p rds-manager --test api_images`.
 
 mod common;

@@ -1,7 +1,8 @@
-//! Snapshots through the HTTP API without booting a guest (`api.md` §3.3, §4, §5): ids, lookups,
-//! scopes, the refusals of a create that names a snapshot (each leaving nothing behind), deletes and
-//! the image rules, and the snapshot half of reconciliation. Rows the API cannot make yet (templates,
-//! snapshots of VMs that never ran) are inserted through the manager's `Db` API.
+//! Snapshots through the HTTP API without booting a guest (`docs/reference/api.md` §3.3, §4, §5):
+//! ids, lookups, scopes, the refusals of a create that names a snapshot (each leaving nothing
+//! behind), deletes and the image rules, and the snapshot half of reconciliation. Rows the API
+//! cannot make yet (templates, snapshots of VMs that never ran) are inserted through the manager's
+//! `Db` API.
 
 mod common;
 

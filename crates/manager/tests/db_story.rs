@@ -5,7 +5,10 @@
 //! (`scripts/test-postgres.sh`); without it it prints SKIP, or fails under `RDS_REQUIRE_E2E=1`.
 
 use rds_manager::config::{DbSettings, Subnet};
-use rds_manager::db::{CreateVmError, Db, NewVm, PoolRole, SnapshotScope};
+use rds_manager::db::{
+    ActivityEvent, ApiKeyRecord, AttemptOutcome, CreateVmError, Db, DeliveryRecord, InsertKeyError,
+    NewVm, PoolRole, SessionRecord, SnapshotScope, WebhookRecord,
+};
 use rds_manager::model::{SnapshotKind, SnapshotRecord, VmRecord, VmState};
 use rds_testkit::TestPostgres;
 use std::net::Ipv4Addr;
@@ -420,9 +423,10 @@ async fn concurrent_creates(settings: DbSettings) {
     b.close().await;
 }
 
-/// Internal VMs and templates (`vm-lifecycle.md` §8.5): internal rows take addresses but no quota
-/// and stay out of user listings; a pool checkout is one transaction with the quota check and only
-/// takes a RUNNING pool VM once; the image's template state moves pending → failed → ready → none.
+/// Internal VMs and templates (`docs/snapshots.md` Templates, Warm pool): internal rows take
+/// addresses but no quota and stay out of user listings; a pool checkout is one transaction with
+/// the quota check and only takes a RUNNING pool VM once; the image's template state moves pending
+/// → failed → ready → none.
 async fn internal_queries(settings: DbSettings) {
     let subnet = Subnet::parse("172.16.0.0/29").unwrap();
     let db = Db::connect(&settings).await.unwrap();
@@ -522,6 +526,316 @@ async fn internal_queries(settings: DbSettings) {
     db.close().await;
 }
 
+/// Sessions (live only under the right fingerprint and before expiry), API keys (unique prefix,
+/// usable only unrevoked and unexpired, revocation kept), activity (order, paging, replay, pruning),
+/// all surviving a reconnect.
+async fn auth_and_activity_queries(settings: DbSettings) {
+    let db = Db::connect(&settings).await.unwrap();
+    let (t0, t1, t2) = (
+        "2030-01-01T00:00:00.000Z",
+        "2030-01-01T01:00:00.000Z",
+        "2030-01-01T02:00:00.000Z",
+    );
+    let session = |hash: &str, expires: &str| SessionRecord {
+        id_hash: hash.into(),
+        email: "a@b.c".into(),
+        csrf_token: "csrf".into(),
+        credential_fingerprint: "fp1".into(),
+        created_at: t0.into(),
+        expires_at: expires.into(),
+    };
+    db.insert_session(&session("h1", t1)).await.unwrap();
+    db.insert_session(&session("h2", t2)).await.unwrap();
+    let live = db.live_session("h1", "fp1", t0).await.unwrap().unwrap();
+    assert_eq!(
+        (live.email.as_str(), live.csrf_token.as_str()),
+        ("a@b.c", "csrf")
+    );
+    assert!(
+        db.live_session("h1", "fp2", t0).await.unwrap().is_none(),
+        "other credentials"
+    );
+    assert!(
+        db.live_session("h1", "fp1", t1).await.unwrap().is_none(),
+        "expired"
+    );
+    assert!(db.live_session("nope", "fp1", t0).await.unwrap().is_none());
+    assert_eq!(db.purge_sessions(t1).await.unwrap(), 1);
+    assert!(db.live_session("h2", "fp1", t1).await.unwrap().is_some());
+    db.delete_session("h2").await.unwrap();
+    assert!(db.live_session("h2", "fp1", t0).await.unwrap().is_none());
+
+    let key = |id: &str, prefix: &str, created: &str, expires: Option<&str>| ApiKeyRecord {
+        id: id.into(),
+        name: format!("key {id}"),
+        prefix: prefix.into(),
+        hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        created_at: created.into(),
+        expires_at: expires.map(str::to_string),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    db.insert_api_key(&key("k1", "aaaaaaaaaaaa", t0, None))
+        .await
+        .unwrap();
+    db.insert_api_key(&key("k2", "bbbbbbbbbbbb", t1, Some(t1)))
+        .await
+        .unwrap();
+    let dup = db
+        .insert_api_key(&key("k3", "aaaaaaaaaaaa", t2, None))
+        .await;
+    assert!(
+        matches!(dup, Err(InsertKeyError::PrefixTaken(_))),
+        "{dup:?}"
+    );
+    let listed: Vec<String> = db
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(listed, ["k2", "k1"], "newest first");
+    assert_eq!(
+        db.usable_api_key("aaaaaaaaaaaa", t0)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "k1"
+    );
+    assert!(db
+        .usable_api_key("bbbbbbbbbbbb", t0)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(
+        db.usable_api_key("bbbbbbbbbbbb", t1)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    db.touch_api_key("k1", t1).await.unwrap();
+    let (revoked, fresh) = db.revoke_api_key("k1", t1).await.unwrap().unwrap();
+    assert!(fresh);
+    assert_eq!(revoked.revoked_at.as_deref(), Some(t1));
+    assert_eq!(revoked.last_used_at.as_deref(), Some(t1));
+    let (again, fresh) = db.revoke_api_key("k1", t2).await.unwrap().unwrap();
+    assert!(!fresh);
+    assert_eq!(
+        again.revoked_at.as_deref(),
+        Some(t1),
+        "the first revocation stays"
+    );
+    assert!(
+        db.usable_api_key("aaaaaaaaaaaa", t0)
+            .await
+            .unwrap()
+            .is_none(),
+        "revoked"
+    );
+    assert!(db.revoke_api_key("k9", t1).await.unwrap().is_none());
+
+    let mut stored = Vec::new();
+    for i in 0..5 {
+        let e = ActivityEvent {
+            seq: 0,
+            id: format!("00000000-0000-4000-8000-00000000000{i}"),
+            created_at: t0.into(),
+            kind: "image.created".into(),
+            entity_type: "image".into(),
+            entity_id: (i % 2 == 0).then(|| format!("img-{i}")),
+            message: format!("event {i}"),
+            meta_json: format!("{{\"n\":{i}}}"),
+        };
+        let seq = db.insert_activity(&e).await.unwrap();
+        stored.push(ActivityEvent { seq, ..e });
+    }
+    assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq), "seq grows");
+    let newest: Vec<ActivityEvent> = stored.iter().rev().cloned().collect();
+    assert_eq!(db.list_activity(None, 2).await.unwrap(), newest[..2]);
+    assert_eq!(
+        db.list_activity(Some(&stored[3].id), 10).await.unwrap(),
+        newest[2..]
+    );
+    assert!(db
+        .list_activity(Some("unknown"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        db.activity_seq(&stored[1].id).await.unwrap(),
+        Some(stored[1].seq)
+    );
+    assert_eq!(db.activity_seq("unknown").await.unwrap(), None);
+    // Replay: the newest `limit` after a point, oldest first.
+    assert_eq!(
+        db.activity_after(stored[0].seq, 2).await.unwrap(),
+        stored[3..]
+    );
+    assert_eq!(
+        db.activity_after(stored[1].seq, 10).await.unwrap(),
+        stored[2..]
+    );
+    // A full catch-up: the oldest `limit` after a point, page by page.
+    assert_eq!(
+        db.activity_since(stored[0].seq, 2).await.unwrap(),
+        stored[1..3]
+    );
+    assert_eq!(
+        db.activity_since(stored[2].seq, 10).await.unwrap(),
+        stored[3..]
+    );
+    assert_eq!(db.prune_activity(3).await.unwrap(), 2);
+    assert_eq!(db.list_activity(None, 10).await.unwrap(), newest[..3]);
+    assert_eq!(db.prune_activity(3).await.unwrap(), 0);
+    db.close().await;
+
+    let db = Db::connect(&settings).await.unwrap();
+    assert_eq!(db.list_activity(None, 10).await.unwrap(), newest[..3]);
+    assert_eq!(db.list_api_keys().await.unwrap().len(), 2);
+    // A new event after pruning still sorts after the kept ones.
+    let late = ActivityEvent {
+        id: "00000000-0000-4000-8000-000000000009".into(),
+        ..stored[0].clone()
+    };
+    let seq = db.insert_activity(&late).await.unwrap();
+    assert!(seq > stored[4].seq);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn auth_and_activity_queries_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    auth_and_activity_queries(sqlite(&dir)).await;
+}
+
+#[tokio::test]
+async fn auth_and_activity_queries_postgres() {
+    let Some(pg) = TestPostgres::create("db_story::auth_and_activity_queries_postgres").await
+    else {
+        return;
+    };
+    auth_and_activity_queries(postgres(&pg)).await;
+}
+
+/// Hooks, their delivery queue and attempts, and a delete that takes pending deliveries along.
+async fn webhook_queries(settings: DbSettings) {
+    let db = Db::connect(&settings).await.unwrap();
+    let hook = |id: &str, t: &str| WebhookRecord {
+        id: id.into(),
+        name: format!("hook {id}"),
+        url: "http://198.18.0.11:8080/".into(),
+        enabled: true,
+        event_types: vec!["vm.created".into(), "*".into()],
+        secret: "s3cret".into(),
+        created_at: t.into(),
+        updated_at: t.into(),
+    };
+    let (a, b) = ("a".repeat(8), "b".repeat(8));
+    db.insert_webhook(&hook(&a, "2026-01-01T00:00:00.000Z"))
+        .await
+        .unwrap();
+    db.insert_webhook(&hook(&b, "2026-01-02T00:00:00.000Z"))
+        .await
+        .unwrap();
+    let listed = db.list_webhooks().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        [&b, &a]
+    );
+    assert_eq!(
+        listed[1],
+        hook(&a, "2026-01-01T00:00:00.000Z"),
+        "every field round-trips"
+    );
+    let mut changed = hook(&a, "2026-01-01T00:00:00.000Z");
+    changed.enabled = false;
+    changed.event_types = vec!["image.deleted".into()];
+    changed.updated_at = "2026-01-03T00:00:00.000Z".into();
+    assert!(db.update_webhook(&changed).await.unwrap());
+    assert_eq!(db.get_webhook(&a).await.unwrap(), Some(changed));
+    assert!(!db.update_webhook(&hook("nope", "x")).await.unwrap());
+
+    let delivery = |id: &str, hook: &str, due: &str| DeliveryRecord {
+        id: id.into(),
+        webhook_id: hook.into(),
+        event_id: "e1".into(),
+        event_type: "vm.created".into(),
+        payload: "{\"id\":\"e1\"}".into(),
+        attempt: 0,
+        status: "pending".into(),
+        response_status: None,
+        error: None,
+        next_attempt_at: Some(due.into()),
+        created_at: "2026-01-04T00:00:00.000Z".into(),
+        completed_at: None,
+    };
+    db.insert_deliveries(&[
+        delivery("d1", &a, "2026-01-04T00:00:00.000Z"),
+        delivery("d2", &b, "2026-01-05T00:00:00.000Z"),
+    ])
+    .await
+    .unwrap();
+    let due = db
+        .due_deliveries("2026-01-04T12:00:00.000Z", 10)
+        .await
+        .unwrap();
+    assert_eq!(due, [delivery("d1", &a, "2026-01-04T00:00:00.000Z")]);
+    assert_eq!(
+        db.next_delivery_due().await.unwrap().as_deref(),
+        Some("2026-01-04T00:00:00.000Z")
+    );
+    let retry = AttemptOutcome {
+        status: "pending",
+        response_status: Some(500),
+        error: Some("HTTP 500".into()),
+        next_attempt_at: Some("2026-01-06T00:00:00.000Z".into()),
+    };
+    db.record_attempt("d1", &retry).await.unwrap();
+    let d1 = &db.list_deliveries(&a, 10).await.unwrap()[0];
+    assert_eq!((d1.attempt, d1.response_status), (1, Some(500)));
+    assert!(d1.completed_at.is_none());
+    assert_eq!(
+        db.next_delivery_due().await.unwrap().as_deref(),
+        Some("2026-01-05T00:00:00.000Z")
+    );
+    let done = AttemptOutcome {
+        status: "succeeded",
+        response_status: Some(204),
+        error: None,
+        next_attempt_at: None,
+    };
+    db.record_attempt("d2", &done).await.unwrap();
+    let d2 = &db.list_deliveries(&b, 10).await.unwrap()[0];
+    assert_eq!((d2.status.as_str(), d2.attempt), ("succeeded", 1));
+    assert!(d2.completed_at.is_some() && d2.next_attempt_at.is_none());
+    assert!(db.delete_webhook(&a).await.unwrap());
+    assert!(!db.delete_webhook(&a).await.unwrap());
+    assert!(db.list_deliveries(&a, 10).await.unwrap().is_empty());
+    assert_eq!(
+        db.next_delivery_due().await.unwrap(),
+        None,
+        "d1 went with its hook"
+    );
+    db.close().await;
+}
+
+#[tokio::test]
+async fn webhook_queries_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    webhook_queries(sqlite(&dir)).await;
+}
+
+#[tokio::test]
+async fn webhook_queries_postgres() {
+    let Some(pg) = TestPostgres::create("db_story::webhook_queries_postgres").await else {
+        return;
+    };
+    webhook_queries(postgres(&pg)).await;
+}
+
 #[tokio::test]
 async fn internal_queries_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -592,7 +906,8 @@ async fn concurrent_creates_postgres() {
     concurrent_creates(postgres(&pg)).await;
 }
 
-/// `DATABASE_URL` trouble is reported without the URL or its password (`config.md` §1).
+/// `DATABASE_URL` trouble is reported without the URL or its password
+/// (`docs/reference/configuration.md` §1).
 #[tokio::test]
 async fn postgres_connect_error_hides_the_url() {
     let settings = DbSettings {

@@ -1,5 +1,5 @@
-//! Host networking with real QEMU guests (`vm-lifecycle.md` §6): the egress policy seen from inside a
-//! guest, through the manager's bridge, TAPs, nftables rules and DNS forwarder.
+//! Host networking with real QEMU guests (`docs/reference/lifecycle.md` §7): the egress policy seen
+//! from inside a guest, through the manager's bridge, TAPs, nftables rules and DNS forwarder.
 //!
 //! Namespaces only: the manager runs in a namespace of its own (see `common/netns.rs`); a second one
 //! plays "the internet" (`rds_testkit::internet`: 198.18.0.10, .11, .53 and 169.254.169.254 on a veth,

@@ -4,10 +4,10 @@
 //! - Logs and traces: JSON log lines carry request ids; spans reach the collector (flushed on SIGTERM) as one server span per request with
 //!   the route as its name, lifecycle steps and agent calls as its children, and no key, command
 //!   or body anywhere in what was exported or logged.
-//! - Signals (`vm-lifecycle.md` §4): SIGTERM stops the manager with its VMs running; `kill -9` of
-//!   the manager with two running VMs, then a new process: both RUNNING with the same VMMs, exec
-//!   works, and no process, TAP or directory beyond theirs exists. A VMM killed behind a running
-//!   manager's back leaves RUNNING within 2 s and its helper and TAP are freed.
+//! - Signals (`docs/reference/lifecycle.md` §4–5): SIGTERM stops the manager with its VMs running;
+//!   `kill -9` of the manager with two running VMs, then a new process: both RUNNING with the same
+//!   VMMs, exec works, and no process, TAP or directory beyond theirs exists. A VMM killed behind a
+//!   running manager's back leaves RUNNING within 2 s and its helper and TAP are freed.
 
 mod common;
 

@@ -1,8 +1,8 @@
-//! Reconciliation at manager start (`vm-lifecycle.md` §4) with real QEMU guests: a manager killed
-//! with two running VMs is replaced by a new one on the same storage and database, which re-adopts
-//! both (exec works) and removes planted orphans; a VMM killed while no manager runs leaves its VM
-//! STOPPED with `lastError`, and nothing of it (process, TAP, rules, run directory) remains.
-//! At most two guests run at once.
+//! Reconciliation at manager start (`docs/reference/lifecycle.md` §5) with real QEMU guests: a
+//! manager killed with two running VMs is replaced by a new one on the same storage and database,
+//! which re-adopts both (exec works) and removes planted orphans; a VMM killed while no manager
+//! runs leaves its VM STOPPED with `lastError`, and nothing of it (process, TAP, rules, run
+//! directory) remains. At most two guests run at once.
 
 mod common;
 

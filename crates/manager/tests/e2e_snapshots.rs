@@ -1,8 +1,8 @@
-//! Snapshots with real QEMU guests through the HTTP API (`vm-lifecycle.md` §8, `api.md` §3.10, §4):
-//! capture of a running VM, concurrent restores with their own identity and egress policy, the
-//! compatibility gate's cold boot, deletes, refusals, and faults (VMM killed during a capture,
-//! manager killed during a restore, a full `STORAGE_ROOT`). Both backends capture memory, so every
-//! capture here must have it.
+//! Snapshots with real QEMU guests through the HTTP API (`docs/reference/lifecycle.md` §9,
+//! `docs/reference/api.md` §3.10, §4): capture of a running VM, concurrent restores with their own
+//! identity and egress policy, the compatibility gate's cold boot, deletes, refusals, and faults
+//! (VMM killed during a capture, manager killed during a restore, a full `STORAGE_ROOT`). Both
+//! backends capture memory, so every capture here must have it.
 //!
 //! Tests of this file run one at a time; run them under the e2e lock:
 //! `flock /tmp/rds-e2e.lock cargo test -p rds-manager --test e2e_snapshots`.

@@ -1,8 +1,8 @@
-//! Templates and the warm pool with real QEMU guests through the HTTP API (`vm-lifecycle.md` §8.5):
-//! with `ENABLE_SNAPSHOTS=true` the default image's template becomes ready, is listed only as
-//! internal, and creates of the template shape resume from it; an upload to an image starts its
-//! template over (a failed build records why); with `ENABLE_WARM_POOL=true` a create takes the pool
-//! VM with its own egress policy and the pool refills, outside the quota.
+//! Templates and the warm pool with real QEMU guests through the HTTP API (`docs/snapshots.md`
+//! Templates, Warm pool): with `ENABLE_SNAPSHOTS=true` the default image's template becomes ready,
+//! is listed only as internal, and creates of the template shape resume from it; an upload to an
+//! image starts its template over (a failed build records why); with `ENABLE_WARM_POOL=true` a
+//! create takes the pool VM with its own egress policy and the pool refills, outside the quota.
 //!
 //! Run under the e2e lock like the other guest tests:
 //! `flock /tmp/rds-e2e.lock cargo test -p rds-manager --test e2e_templates`.

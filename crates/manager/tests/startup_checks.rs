@@ -1,4 +1,5 @@
-//! Startup checks that need I/O (`config.md` §3) fail with the variable named.
+//! Startup checks that need I/O (`docs/reference/configuration.md` §3) fail with the variable
+//! named.
 
 use rds_manager::config::Settings;
 use std::collections::HashMap;

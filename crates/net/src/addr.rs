@@ -1,6 +1,6 @@
 //! Addresses: the guest subnet, the identity derived from a host index (address, MAC, TAP name,
 //! vsock CID) and the lowest-free pick used by the manager's allocation table
-//! (`vm-lifecycle.md` §6, "Addressing").
+//! (`docs/reference/lifecycle.md` §7, "Addressing").
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

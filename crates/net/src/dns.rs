@@ -1,5 +1,5 @@
 //! DNS forwarder on gateway:53 (UDP and TCP) relaying guests' queries to the host's resolvers
-//! (`vm-lifecycle.md` §6, "DNS"). Serves only sources inside `VM_SUBNET`, at most
+//! (`docs/reference/lifecycle.md` §7, "DNS"). Serves only sources inside `VM_SUBNET`, at most
 //! `rate_per_sec` queries per second per source address. Messages are parsed with
 //! `hickory-proto`: only well-formed queries are relayed, only well-formed answers whose id
 //! matches are returned.

@@ -1,5 +1,5 @@
-//! Host networking for guests (`vm-lifecycle.md` §6): the bridge at the gateway address of
-//! `VM_SUBNET`, one persistent TAP per VM attached as an isolated bridge port, the nftables
+//! Host networking for guests (`docs/reference/lifecycle.md` §7): the bridge at the gateway address
+//! of `VM_SUBNET`, one persistent TAP per VM attached as an isolated bridge port, the nftables
 //! tables `bridge rds`, `inet rds` and `ip rds_nat` (anti-spoofing, deny-by-default egress,
 //! no inbound, NAT), the DNS forwarder on gateway:53 and the address derivations.
 //!

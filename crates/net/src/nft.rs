@@ -1,5 +1,5 @@
 //! nftables: the product's tables `bridge rds`, `inet rds` and `ip rds_nat`
-//! (`vm-lifecycle.md` §6), generated as scripts and applied with `nft -f -`, one
+//! (`docs/reference/lifecycle.md` §7), generated as scripts and applied with `nft -f -`, one
 //! atomic transaction per call.
 //!
 //! Per-VM state is keyed by the guest address only: an element of `bridge rds vm_ports`
@@ -297,7 +297,7 @@ pub async fn list(nft_bin: &str, args: &[&str]) -> Result<String, NetError> {
 }
 
 /// Forward-hook base chains outside the product's tables whose policy is drop, from the
-/// text of `nft list chains` (a startup warning, `config.md` §4).
+/// text of `nft list chains` (a startup warning, `docs/reference/configuration.md` §4).
 pub fn foreign_drop_forward_chains(listing: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut table = String::new();

@@ -1,4 +1,5 @@
-//! Archive transfers (`agent.md` §7): limits, query parameters and reply messages shared by both sides.
+//! Archive transfers (`docs/reference/agent-protocol.md` §7): limits, query parameters and reply
+//! messages shared by both sides.
 //!
 //! Bodies are raw gzip-compressed tar streams, not JSON. The manager sends uploads with a
 //! `Content-Length` (it buffers them first); the agent answers downloads with

@@ -1,4 +1,4 @@
-//! The contract between the manager and the guest agent (spec `agent.md`).
+//! The contract between the manager and the guest agent (`docs/reference/agent-protocol.md`).
 //!
 //! Both sides depend on this crate alone for the wire format, so a change here is a protocol change:
 //! bump [`PROTOCOL_VERSION`] when an old peer could no longer understand a new one.
@@ -72,7 +72,7 @@ pub mod paths {
     pub const FS_SYNC: &str = "/fs/sync";
 }
 
-/// Fixed `message` texts of agent error replies (spec `agent.md` §3, §5).
+/// Fixed `message` texts of agent error replies (`docs/reference/agent-protocol.md` §3, §5).
 pub mod messages {
     pub const BODY_TOO_LARGE: &str = "Body too large";
     pub const TOO_MANY_EXECS: &str = "Too many concurrent executions";

@@ -1,4 +1,4 @@
-//! `/run-ts` and `/run-js` (`agent.md` §6).
+//! `/run-ts` and `/run-js` (`docs/reference/agent-protocol.md` §6).
 
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +69,7 @@ pub struct RunResult<J> {
     pub duration_ms: u64,
 }
 
-/// Flags `run-js` refuses (`api.md` §3.8).
+/// Flags `run-js` refuses (`docs/reference/api.md` §3.8).
 pub const FORBIDDEN_NODE_FLAGS: &[&str] = &[
     "-e",
     "--eval",

@@ -1,5 +1,5 @@
 //! Guest system calls the manager makes after readiness: firewall, network, clock, entropy
-//! (`agent.md` §8–10).
+//! (`docs/reference/agent-protocol.md` §8–10).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! VMM backends (spec `vmm-backends.md`).
+//! VMM backends (`docs/reference/vmm-backends.md`).
 //!
 //! The manager drives every VM through [`VmmBackend`]. A backend keeps no state of its own beyond the
 //! VM's run directory and the [`VmRuntime`] the manager stores in its DB row, so a restarted manager can
@@ -88,7 +88,8 @@ pub struct VmSpec {
     /// `vmm.log`, `console.log`, `vmm.stderr.log` live here for the VM's whole life.
     pub logs_dir: PathBuf,
     pub vsock_cid: u32,
-    /// The backend-neutral kernel command line (`agent.md` §1); backends add or drop their own parts.
+    /// The backend-neutral kernel command line (`docs/reference/agent-protocol.md` §1); backends
+    /// add or drop their own parts.
     pub cmdline: String,
     pub net: Option<NetSpec>,
 }

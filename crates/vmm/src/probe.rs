@@ -1,5 +1,5 @@
-//! The KVM probe (`vmm-backends.md` §2): can KVM run a stock guest here, not merely does `/dev/kvm`
-//! exist. Paravirtual KVM (PVM) passes the first step and fails the second.
+//! The KVM probe (`docs/reference/vmm-backends.md` §2): can KVM run a stock guest here, not merely
+//! does `/dev/kvm` exist. Paravirtual KVM (PVM) passes the first step and fails the second.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! Picks the backend once at startup (`vmm-backends.md` §2) and says why.
+//! Picks the backend once at startup (`docs/reference/vmm-backends.md` §2) and says why.
 
 use crate::firecracker::{FirecrackerBackend, FirecrackerConfig};
 use crate::probe::{probe_kvm, KvmProbe};
@@ -39,7 +39,8 @@ pub struct BackendChoice {
 }
 
 impl Default for BackendChoice {
-    /// The defaults of `config.md` (with `STORAGE_ROOT` at `/var/lib/run-dat-sheesh`).
+    /// The defaults of `docs/reference/configuration.md` (with `STORAGE_ROOT` at
+    /// `/var/lib/run-dat-sheesh`).
     fn default() -> Self {
         BackendChoice {
             requested: Requested::Auto,
@@ -164,7 +165,8 @@ enum Failure {
     Unusable(String),
 }
 
-/// Firecracker qualifies when both binaries are executable files and the KVM probe passes (§2).
+/// Firecracker qualifies when both binaries are executable files and the KVM probe passes
+/// (`docs/reference/vmm-backends.md` §2).
 fn firecracker_verdict(choice: &BackendChoice, probe: Option<&KvmProbe>) -> Verdict {
     if choice.requested == Requested::Qemu {
         return Verdict::No("VMM_BACKEND=qemu".into());

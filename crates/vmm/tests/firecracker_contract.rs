@@ -1,11 +1,11 @@
 //! Contract tests of the Firecracker backend against a **fake Firecracker API** on the jail's Unix
 //! socket. This is the one place a fake VMM is right: no real Firecracker can boot on the build
 //! machines (paravirtual KVM; no binary), so the backend is held to Firecracker's documented API
-//! (`vmm-backends.md` §4.2, §4.3) instead. The fake records every request; the tests assert the exact
-//! sequence, paths and JSON bodies. It is launched through the backend's `Launcher` indirection in place
-//! of the jailer; a `sleep` whose argv[0] names the VM stands in for the Firecracker process, so pid,
-//! start time, `is_alive`, `kill` and `wait_exit` work on a real process. The real-binary tests are in
-//! `firecracker_real.rs`.
+//! (`docs/reference/vmm-backends.md` §4.2, §4.3) instead. The fake records every request; the tests
+//! assert the exact sequence, paths and JSON bodies. It is launched through the backend's
+//! `Launcher` indirection in place of the jailer; a `sleep` whose argv[0] names the VM stands in
+//! for the Firecracker process, so pid, start time, `is_alive`, `kill` and `wait_exit` work on a
+//! real process. The real-binary tests are in `firecracker_real.rs`.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -464,8 +464,9 @@ async fn pause_and_resume_patch_the_vm_and_repeats_are_no_error() {
     w.backend.cleanup(&vm).await.unwrap();
 }
 
-/// Capture as the manager runs it (`vm-lifecycle.md` §8.1): pause, snapshot, resume; then a restore
-/// into a fresh jail of another VM, with a stale `v.sock` there that the backend must delete.
+/// Capture as the manager runs it (`docs/snapshots.md` Capture): pause, snapshot, resume; then a
+/// restore into a fresh jail of another VM, with a stale `v.sock` there that the backend must
+/// delete.
 #[tokio::test]
 async fn snapshot_create_and_restore() {
     let w = world();

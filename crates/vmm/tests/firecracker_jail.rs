@@ -1,6 +1,6 @@
-//! The Firecracker jail on the filesystem (`vmm-backends.md` §4.1, §6): what `prepare` makes, with
-//! which modes and owners, socket path lengths, the cross-filesystem rules, and leftovers cleared.
-//! No process is started here.
+//! The Firecracker jail on the filesystem (`docs/reference/vmm-backends.md` §4.1, §6): what
+//! `prepare` makes, with which modes and owners, socket path lengths, the cross-filesystem rules,
+//! and leftovers cleared. No process is started here.
 
 use rds_vmm::firecracker::{CgroupV2, FirecrackerBackend, FirecrackerConfig, LaunchPlan, Launcher};
 use rds_vmm::{VmSpec, VmmBackend, VmmError};

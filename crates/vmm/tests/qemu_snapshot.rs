@@ -1,6 +1,7 @@
-//! Memory snapshots through the QEMU backend with real guests (`vmm-backends.md` §5.3): capture with
-//! the vsock device unplugged, the source resumes and answers, two restores run independently, and a
-//! state file QEMU cannot load leaves nothing running. Prerequisites and helpers in `common`.
+//! Memory snapshots through the QEMU backend with real guests
+//! (`docs/reference/vmm-backends.md` §5.3): capture with the vsock device unplugged, the source
+//! resumes and answers, two restores run independently, and a state file QEMU cannot load leaves
+//! nothing running. Prerequisites and helpers in `common`.
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! Archives (spec `agent.md` §7): the tar.gz reader that validates uploads, the extractor that writes
-//! them, and the writer that streams downloads.
+//! Archives (`docs/reference/agent-protocol.md` §7): the tar.gz reader that validates uploads, the
+//! extractor that writes them, and the writer that streams downloads.
 //!
 //! [`scan`] is the one reader: both the validation pass and the extraction pass go through it, so they
 //! cannot disagree on what an archive holds. It reads the tar stream raw (no long-name or pax merging by

@@ -331,7 +331,8 @@ pub fn scan<R: Read>(
     Ok((count, total))
 }
 
-/// The validation pass: every rule of §7, nothing written. Returns entries and file bytes.
+/// The validation pass: every rule of `docs/reference/agent-protocol.md` §7, nothing written.
+/// Returns entries and file bytes.
 pub fn validate<R: Read>(reader: R, limits: Limits) -> Result<(usize, u64), ArchiveError> {
     let mut seen: Vec<(Vec<u8>, Kind)> = Vec::new();
     let counted = scan(reader, limits, |entry, _| {

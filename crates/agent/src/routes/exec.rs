@@ -1,4 +1,5 @@
-//! `POST /exec`: validate the request, run the command in the sandbox, shape the reply (spec `agent.md` §5).
+//! `POST /exec`: validate the request, run the command in the sandbox, shape the reply
+//! (`docs/reference/agent-protocol.md` §5).
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! `POST /files/upload`, `GET /files/download` and `POST /internal/files/replace-tree` (spec `agent.md`
-//! §7).
+//! `POST /files/upload`, `GET /files/download` and `POST /internal/files/replace-tree`
+//! (`docs/reference/agent-protocol.md` §7).
 //!
 //! An upload body is spooled to an unnamed file in the agent's private directory (gone when closed, so
 //! removed in every case), validated whole on a blocking thread, and only then extracted, as the sandbox

@@ -1,6 +1,7 @@
-//! `POST /firewall/allowlist` (spec `agent.md` §8): one nftables transaction that replaces the table
-//! `inet rds_guest` with an output chain of policy drop. The ruleset goes to `nft -f -` on stdin; the
-//! request's values are parsed into addresses first, so nothing from the caller reaches nft as text.
+//! `POST /firewall/allowlist` (`docs/reference/agent-protocol.md` §8): one nftables transaction
+//! that replaces the table `inet rds_guest` with an output chain of policy drop. The ruleset goes
+//! to `nft -f -` on stdin; the request's values are parsed into addresses first, so nothing from
+//! the caller reaches nft as text.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Stdio;

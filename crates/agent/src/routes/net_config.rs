@@ -1,5 +1,5 @@
-//! `POST /net/config` (spec `agent.md` §9): address, MAC and default route of `eth0` through netlink (no
-//! `ip` process), then the resolver, hostname and `/etc/hosts`.
+//! `POST /net/config` (`docs/reference/agent-protocol.md` §9): address, MAC and default route of
+//! `eth0` through netlink (no `ip` process), then the resolver, hostname and `/etc/hosts`.
 
 use std::io;
 use std::net::Ipv4Addr;

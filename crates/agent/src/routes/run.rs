@@ -1,6 +1,7 @@
-//! `POST /run-ts` (Deno) and `POST /run-js` (Node) (spec `agent.md` §6): validate, write the snippet,
-//! wrapper and result files (owned by the sandbox user), run the runtime through the exec runner, read
-//! the recorded result, and remove the files whatever happened.
+//! `POST /run-ts` (Deno) and `POST /run-js` (Node) (`docs/reference/agent-protocol.md` §6):
+//! validate, write the snippet, wrapper and result files (owned by the sandbox user), run the
+//! runtime through the exec runner, read the recorded result, and remove the files whatever
+//! happened.
 
 use std::ffi::CString;
 use std::io::{self, Read, Write};

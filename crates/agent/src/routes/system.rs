@@ -1,4 +1,5 @@
-//! `POST /time/sync`, `POST /entropy/reseed` and `POST /fs/sync` (spec `agent.md` §10).
+//! `POST /time/sync`, `POST /entropy/reseed` and `POST /fs/sync`
+//! (`docs/reference/agent-protocol.md` §10).
 
 use std::io;
 use std::os::fd::AsRawFd;

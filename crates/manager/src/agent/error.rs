@@ -1,4 +1,4 @@
-/// Why an agent call failed; the API maps each to its status (`api.md` §1.6).
+/// Why an agent call failed; the API maps each to its status (`docs/reference/api.md` §1.6).
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// Connect or handshake failed after every retry; nothing was sent.

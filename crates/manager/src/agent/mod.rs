@@ -1,8 +1,9 @@
-//! Talking to a guest agent over the VM's hybrid-vsock socket (`agent.md` §2).
+//! Talking to a guest agent over the VM's hybrid-vsock socket
+//! (`docs/reference/agent-protocol.md` §2).
 //!
-//! Connect + `CONNECT <port>` handshake are retried; once a byte of a request has been written it is
-//! never sent again, so a command cannot run twice. Every reply is untrusted: size-capped, deadline-
-//! bound, strictly parsed.
+//! Connect + `CONNECT <port>` handshake are retried; once a byte of a request has been written it
+//! is never sent again, so a command cannot run twice. Every reply is untrusted: size-capped,
+//! deadline-bound, strictly parsed.
 
 mod connect;
 mod download;
@@ -36,7 +37,8 @@ pub struct AgentConfig {
     pub max_binary_response_bytes: u64,
 }
 
-/// Headroom for status line and headers inside the JSON cap (`agent.md` §2: body budget = cap − 16 KiB).
+/// Headroom for status line and headers inside the JSON cap (`docs/reference/agent-protocol.md` §2:
+/// body budget = cap − 16 KiB).
 const HEADER_ALLOWANCE: u64 = 16 * 1024;
 
 /// What a request carries.
@@ -336,7 +338,8 @@ fn without_query(path: &str) -> &str {
     path.split_once('?').map_or(path, |(p, _)| p)
 }
 
-/// Agent messages reaching API clients are cut to 2048 characters (`security.md` §4).
+/// Agent messages reaching API clients are cut to 2048 characters
+/// (`docs/reference/security.md` §5).
 pub fn truncate_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => s[..i].to_string(),

@@ -53,6 +53,28 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::auth::Busy> for ApiError {
+    fn from(e: crate::auth::Busy) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        tracing::error!(error = %e, "database error");
+        ApiError::internal(e.to_string())
+    }
+}
+
+impl From<crate::auth::KeyError> for ApiError {
+    fn from(e: crate::auth::KeyError) -> Self {
+        match e {
+            crate::auth::KeyError::Busy(b) => b.into(),
+            crate::auth::KeyError::Db(d) => d.into(),
+        }
+    }
+}
+
 fn agent_status(e: &AgentError) -> (StatusCode, String) {
     match e {
         AgentError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "Agent unreachable".into()),
@@ -96,7 +118,8 @@ impl From<LifecycleError> for ApiError {
             | L::NotAnOverlay
             | L::SnapshotImageMismatch { .. }
             | L::DiskSmallerThanSnapshot(_) => StatusCode::BAD_REQUEST,
-            // The reason is the caller's diagnosis (`api.md` §3.10), like a failed boot's.
+            // The reason is the caller's diagnosis (`docs/reference/api.md` §3.10), like a failed
+            // boot's.
             L::SnapshotFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             L::BootFailed { cause, .. } => match cause {
                 crate::lifecycle::BootFailure::Host => StatusCode::INTERNAL_SERVER_ERROR,

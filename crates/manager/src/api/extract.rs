@@ -1,4 +1,5 @@
-//! Extractors whose rejections are our `{"message"}` errors (`api.md` §1.4–1.5, §1.8).
+//! Extractors whose rejections are our `{"message"}` errors
+//! (`docs/reference/api.md` §1.4–1.5, §1.8).
 
 use super::error::ApiError;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -49,18 +50,35 @@ fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// A VM id from the path: UUID v4, canonical, lowercased (`api.md` §1.8).
-pub struct VmId(pub String);
+/// A path-id extractor: the route's one parameter through `$parse`, else 400 `$message`.
+macro_rules! path_id_extractor {
+    ($(#[$doc:meta])* $name:ident, $parse:expr, $message:literal) => {
+        $(#[$doc])*
+        pub struct $name(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for VmId {
-    type Rejection = ApiError;
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        path_id(parts, state, parse_vm_id, "Invalid VM id")
-            .await
-            .map(VmId)
-    }
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+                path_id(parts, state, $parse, $message).await.map($name)
+            }
+        }
+    };
 }
+
+path_id_extractor!(
+    /// A VM id from the path: UUID v4, canonical, lowercased (`docs/reference/api.md` §1.8).
+    VmId,
+    parse_vm_id,
+    "Invalid VM id"
+);
+
+path_id_extractor!(
+    /// A UUID v4 id from the path (API keys, webhooks, deliveries).
+    UuidId,
+    parse_vm_id,
+    "Invalid id"
+);
 
 /// The route's one path parameter as `parse` canonicalises it; 400 `message` otherwise.
 pub async fn path_id<S: Send + Sync>(
@@ -76,7 +94,7 @@ pub async fn path_id<S: Send + Sync>(
 }
 
 /// `<prefix><uuid>` (prefix case-insensitive, any UUID version), canonical and lowercased; the
-/// form of image and snapshot ids (`api.md` §1.8).
+/// form of image and snapshot ids (`docs/reference/api.md` §1.8).
 pub fn parse_prefixed_id(raw: &str, prefix: &str) -> Option<String> {
     let rest = raw
         .get(..prefix.len())
@@ -89,19 +107,12 @@ pub fn parse_prefixed_id(raw: &str, prefix: &str) -> Option<String> {
     Some(format!("{prefix}{}", id.hyphenated()))
 }
 
-/// A snapshot id from the path: `snap-<uuid>`, lowercased.
-pub struct SnapshotId(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for SnapshotId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let parse = |raw: &str| parse_prefixed_id(raw, "snap-");
-        path_id(parts, state, parse, "Invalid snapshot id")
-            .await
-            .map(SnapshotId)
-    }
-}
+path_id_extractor!(
+    /// A snapshot id from the path: `snap-<uuid>`, lowercased.
+    SnapshotId,
+    |raw: &str| parse_prefixed_id(raw, "snap-"),
+    "Invalid snapshot id"
+);
 
 pub fn parse_vm_id(raw: &str) -> Option<String> {
     if raw.len() != 36 {

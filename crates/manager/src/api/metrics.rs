@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-/// `/v1/vms/{id}/exec` → `/v1/vms/:id/exec`, the label form of `api.md` §2.
+/// `/v1/vms/{id}/exec` → `/v1/vms/:id/exec`, the label form of `docs/reference/api.md` §2.1.
 pub fn route_label(pattern: &str) -> String {
     pattern.replace("{id}", ":id")
 }
@@ -79,6 +79,10 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
                 n as f64,
             ));
         }
+    }
+    if let Ok(u) = st.vms.storage_usage().await {
+        gauges.push(("rds_storage_used_bytes", vec![], u.used as f64));
+        gauges.push(("rds_storage_capacity_bytes", vec![], u.capacity as f64));
     }
     if let Ok(n) = st.vms.pool_ready().await {
         gauges.push(("rds_warm_pool_vms", vec![], n as f64));

@@ -1,5 +1,5 @@
-//! The envelope every response gets (`api.md` §1.1, §1.6): `X-Request-Id`, `nosniff`, JSON bodies for
-//! axum's own 404/405, and the `requestId` (plus hidden detail) of 500s.
+//! The envelope every response gets (`docs/reference/api.md` §1.1, §1.6): `X-Request-Id`,
+//! `nosniff`, JSON bodies for axum's own 404/405, and the `requestId` (plus hidden detail) of 500s.
 
 use super::error::InternalDetail;
 use super::AppState;

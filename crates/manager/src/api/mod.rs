@@ -1,7 +1,9 @@
-//! HTTP: routing, auth, extraction, errors. Handlers turn requests into lifecycle calls and do no VM
-//! work themselves.
+//! HTTP: routing, auth, extraction, errors. Handlers turn requests into lifecycle calls and do no
+//! VM work themselves.
 
 mod auth;
+mod console;
+mod docs_site;
 mod error;
 mod extract;
 pub mod metrics;
@@ -13,7 +15,6 @@ mod schema;
 mod swagger;
 mod validate;
 
-pub use auth::digest as auth_digest;
 pub use error::ApiError;
 
 use crate::config::Limits;
@@ -40,7 +41,11 @@ pub struct AppState {
     pub images: crate::images::ImageService,
     pub limits: Arc<Limits>,
     pub default_disk_mb: u64,
-    pub api_key_digest: Arc<[u8; 32]>,
+    pub auth: crate::auth::AuthService,
+    pub activity: crate::activity::Activity,
+    pub webhooks: crate::webhooks::Webhooks,
+    /// Host CPU busy fraction, sampled in the background for the overview.
+    pub cpu: crate::hoststats::CpuUsage,
     pub expose_internal_errors: bool,
     pub backend_info: Arc<BackendInfo>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -54,7 +59,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    use routes::{files, health, images, logs, runs, snapshots, vms};
+    use routes::{
+        admin, auth as login, events, files, health, images, logs, overview, runs, snapshots,
+    };
+    use routes::{vms, webhooks};
     let v1 = OpenApiRouter::new()
         .routes(routes!(vms::list, vms::create))
         .routes(routes!(vms::get, vms::destroy))
@@ -77,10 +85,19 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(images::put_initrd, images::delete_initrd))
         .routes(routes!(images::put_bundle))
         .routes(routes!(images::set_default))
+        .routes(routes!(admin::activity))
+        .routes(routes!(events::events))
+        .routes(routes!(admin::list_keys, admin::create_key))
+        .routes(routes!(admin::revoke_key))
+        .routes(routes!(overview::overview))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ratelimit::enforce,
         ))
+        .route_layer(axum::middleware::from_fn(auth::check_csrf))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::record,
@@ -88,7 +105,21 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_key,
+            auth::require_principal,
+        ));
+    // Outside `/v1`: no principal needed, no CSRF check (`docs/reference/api.md` §1.3); login is
+    // rate limited.
+    let session = OpenApiRouter::new()
+        .routes(routes!(login::login))
+        .routes(routes!(login::logout))
+        .routes(routes!(login::me))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::enforce,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
         ));
     let scrape = OpenApiRouter::new()
         .routes(routes!(metrics::metrics))
@@ -100,6 +131,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .merge(scrape)
+        .merge(session)
         .nest("/v1", v1)
         .split_for_parts();
     doc.paths
@@ -111,7 +143,9 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .route("/swagger", get(swagger::index))
         .route("/swagger/", get(swagger::index))
         .route("/swagger/{file}", get(swagger::file))
-        .fallback(routes::not_found)
+        .merge(docs_site::routes())
+        .merge(console::routes())
+        .fallback(console::fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::request_envelope,

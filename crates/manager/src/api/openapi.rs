@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "run-dat-sheesh", description = "Run untrusted code in microVMs."),
     modifiers(&Security),
-    tags((name = "vms", description = "Sandboxes"), (name = "images", description = "Guest images"), (name = "snapshots", description = "User snapshots and templates"), (name = "health", description = "Probes"))
+    tags((name = "vms", description = "Sandboxes"), (name = "images", description = "Guest images"), (name = "snapshots", description = "User snapshots and templates"), (name = "health", description = "Probes"), (name = "auth", description = "Admin login and session"), (name = "admin", description = "Activity, API keys, live events"))
 )]
 pub struct ApiDoc;
 

@@ -1,8 +1,11 @@
-//! Rate limits (`api.md` §1.7): fixed 60-second windows per (route group, principal). Runs after
-//! routing, so the group is known from the matched route pattern.
+//! Rate limits (`docs/reference/api.md` §1.7): fixed 60-second windows per (route group, key). Runs
+//! after routing, so the group is known from the matched route pattern. The key is the principal
+//! (`master`, a DB key id, a session), with the VM id on routes that run something in a guest, and
+//! the client address on `POST /auth/login`.
 
 use super::error::ApiError;
 use super::AppState;
+use crate::auth::Principal;
 use crate::config::RateLimits;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -43,10 +46,12 @@ impl Limiter {
         }
     }
 
-    /// The group and limit of a `/v1` route pattern and method.
-    fn group(&self, method: &http::Method, route: &str) -> (&'static str, u64) {
+    /// The group and limit of a route pattern and method; `None` for routes without a limit.
+    fn group(&self, method: &http::Method, route: &str) -> Option<(&'static str, u64)> {
         let l = &self.limits;
-        match (method.as_str(), route) {
+        Some(match (method.as_str(), route) {
+            ("POST", "/auth/login") => ("login", l.login),
+            (_, r) if !r.starts_with("/v1/") => return None,
             ("POST", "/v1/vms") => ("vm_create", l.vm_create),
             ("POST", "/v1/vms/{id}/exec") => ("exec", l.exec),
             ("POST", "/v1/vms/{id}/run-ts") => ("run_ts", l.run_ts),
@@ -54,22 +59,29 @@ impl Limiter {
             ("POST", "/v1/vms/{id}/files/upload") => ("files_upload", l.files_upload),
             ("GET", "/v1/vms/{id}/files/download") => ("files_download", l.files_download),
             _ => ("global", l.global),
-        }
+        })
     }
 
-    pub fn check(&self, method: &http::Method, route: &str, principal: &str) -> Verdict {
-        let (group, limit) = self.group(method, route);
+    pub fn check(&self, method: &http::Method, route: &str, key: &RateKey) -> Verdict {
+        let Some((group, limit)) = self.group(method, route) else {
+            return Verdict::Exempt;
+        };
         if limit == 0 {
             return Verdict::Exempt;
         }
+        let key = match group {
+            "login" => key.client.clone(),
+            "exec" | "run_ts" | "run_js" | "files_upload" | "files_download" => {
+                format!("{}:vm:{}", key.principal, key.vm)
+            }
+            _ => key.principal.clone(),
+        };
         let now = Instant::now();
         let mut windows = self.windows.lock().expect("rate windows");
         if windows.len() > 100_000 {
             windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
         }
-        let (start, count) = windows
-            .entry((group, principal.to_string()))
-            .or_insert((now, 0));
+        let (start, count) = windows.entry((group, key)).or_insert((now, 0));
         if now.duration_since(*start) >= WINDOW {
             *start = now;
             *count = 0;
@@ -89,14 +101,43 @@ impl Limiter {
     }
 }
 
+/// What a request may be counted under; the group picks one.
+pub struct RateKey {
+    pub principal: String,
+    /// The `:id` of `/v1/vms/:id/…`, lowercased.
+    pub vm: String,
+    pub client: String,
+}
+
+impl RateKey {
+    fn of(req: &Request) -> RateKey {
+        let principal = req
+            .extensions()
+            .get::<Principal>()
+            .map(Principal::rate_key)
+            .unwrap_or_default();
+        let vm = req
+            .uri()
+            .path()
+            .split('/')
+            .nth(3)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        RateKey {
+            principal,
+            vm,
+            client: super::auth::client_address(req.extensions()),
+        }
+    }
+}
+
 pub async fn enforce(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
-    // Every /v1 caller is the master key until DB keys and sessions exist.
-    let verdict = st.limiter.check(req.method(), &route, "master");
+    let verdict = st.limiter.check(req.method(), &route, &RateKey::of(&req));
     let set = |resp: &mut Response, limit: u64, remaining: u64, reset: u64| {
         let h = resp.headers_mut();
         h.insert("x-ratelimit-limit", HeaderValue::from(limit));
@@ -150,30 +191,80 @@ mod tests {
         }
     }
 
+    fn key(principal: &str, vm: &str, client: &str) -> RateKey {
+        RateKey {
+            principal: principal.into(),
+            vm: vm.into(),
+            client: client.into(),
+        }
+    }
+
     #[test]
     fn windows_per_group_and_principal() {
         let l = Limiter::new(limits(2, 0));
         let get = http::Method::GET;
+        let a = key("a", "", "1.2.3.4");
         assert!(matches!(
-            l.check(&get, "/v1/vms", "a"),
+            l.check(&get, "/v1/vms", &a),
             Verdict::Allowed { remaining: 1, .. }
         ));
         assert!(matches!(
-            l.check(&get, "/v1/vms/{id}", "a"),
+            l.check(&get, "/v1/vms/{id}", &a),
             Verdict::Allowed { remaining: 0, .. }
         ));
         assert!(matches!(
-            l.check(&get, "/v1/vms", "a"),
+            l.check(&get, "/v1/vms", &a),
             Verdict::Limited { limit: 2, .. }
         ));
         assert!(
-            matches!(l.check(&get, "/v1/vms", "b"), Verdict::Allowed { .. }),
+            matches!(
+                l.check(&get, "/v1/vms", &key("b", "", "1.2.3.4")),
+                Verdict::Allowed { .. }
+            ),
             "per principal"
         );
         let post = http::Method::POST;
         assert!(
-            matches!(l.check(&post, "/v1/vms/{id}/exec", "a"), Verdict::Exempt),
+            matches!(l.check(&post, "/v1/vms/{id}/exec", &a), Verdict::Exempt),
             "0 disables"
         );
+        assert!(matches!(l.check(&get, "/healthz", &a), Verdict::Exempt));
+        assert!(matches!(l.check(&get, "/auth/me", &a), Verdict::Exempt));
+    }
+
+    #[test]
+    fn guest_routes_per_vm_and_login_per_address() {
+        let l = Limiter::new(limits(100, 1));
+        let post = http::Method::POST;
+        let exec = "/v1/vms/{id}/exec";
+        assert!(matches!(
+            l.check(&post, exec, &key("a", "vm1", "x")),
+            Verdict::Allowed { .. }
+        ));
+        assert!(matches!(
+            l.check(&post, exec, &key("a", "vm1", "x")),
+            Verdict::Limited { .. }
+        ));
+        assert!(
+            matches!(
+                l.check(&post, exec, &key("a", "vm2", "x")),
+                Verdict::Allowed { .. }
+            ),
+            "another VM has its own budget"
+        );
+        for _ in 0..10 {
+            assert!(matches!(
+                l.check(&post, "/auth/login", &key("", "", "10.0.0.1")),
+                Verdict::Allowed { .. }
+            ));
+        }
+        assert!(matches!(
+            l.check(&post, "/auth/login", &key("", "", "10.0.0.1")),
+            Verdict::Limited { limit: 10, .. }
+        ));
+        assert!(matches!(
+            l.check(&post, "/auth/login", &key("", "", "10.0.0.2")),
+            Verdict::Allowed { .. }
+        ));
     }
 }

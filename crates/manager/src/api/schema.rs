@@ -1,6 +1,6 @@
 //! Types that exist for the OpenAPI document. `VmView` is also what the API serialises, so the VM
-//! object cannot drift from its schema; the others mirror agent wire types (the protocol crate stays
-//! serde-only) and request bodies validated field by field in `validate.rs`.
+//! object cannot drift from its schema; the others mirror agent wire types (the protocol crate
+//! stays serde-only) and request bodies validated field by field in `validate.rs`.
 #![allow(dead_code)] // fields are read by the schema derive, not by code
 
 use crate::model::VmRecord;
@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-/// A VM (`api.md` §3.1).
+/// A VM (`docs/reference/api.md` §3.1).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VmView {
@@ -68,7 +68,7 @@ pub struct ErrorBody {
     pub request_id: Option<String>,
 }
 
-/// `POST /v1/vms` body (`api.md` §3.3). Unknown fields are ignored.
+/// `POST /v1/vms` body (`docs/reference/api.md` §3.3). Unknown fields are ignored.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateVmBody {
@@ -81,8 +81,8 @@ pub struct CreateVmBody {
     pub outbound_internet: Option<bool>,
     /// `img-<uuid>`; default: the default image.
     pub image_id: Option<String>,
-    /// 64..1048576; default: the snapshot's size when restoring, else OVERLAY_SIZE_BYTES / MiB; never
-    /// below the snapshot's.
+    /// 64..1048576; default: the snapshot's size when restoring, else OVERLAY_SIZE_BYTES / MiB;
+    /// never below the snapshot's.
     pub disk_size_mb: Option<u64>,
     /// `snap-<uuid>`: a user snapshot to restore (memory when compatible, else its disk).
     pub user_overlay_snapshot_id: Option<String>,
@@ -91,7 +91,7 @@ pub struct CreateVmBody {
     pub snapshot_id: Option<String>,
 }
 
-/// `POST /v1/vms/{id}/exec` body (`api.md` §3.7).
+/// `POST /v1/vms/{id}/exec` body (`docs/reference/api.md` §3.7).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecBody {
@@ -115,7 +115,7 @@ pub struct ExecResultView {
     pub duration_ms: u64,
 }
 
-/// `POST /v1/vms/{id}/run-ts` and `/run-js` body (`api.md` §3.8).
+/// `POST /v1/vms/{id}/run-ts` and `/run-js` body (`docs/reference/api.md` §3.8).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunBody {

@@ -1,5 +1,5 @@
-//! Field rules of `api.md` §3.3 and §3.7: strict types, first failing rule reported by name, no
-//! coercion, `null` on an optional field means absent.
+//! Field rules of `docs/reference/api.md` §3.3 and §3.7: strict types, first failing rule reported
+//! by name, no coercion, `null` on an optional field means absent.
 
 use super::error::ApiError;
 use crate::config::Limits;
@@ -384,8 +384,8 @@ mod tests {
     }
 }
 
-/// A validated run-ts / run-js body (`api.md` §3.8) and its timeout. `allowNet` is ignored: the
-/// manager decides it.
+/// A validated run-ts / run-js body (`docs/reference/api.md` §3.8) and its timeout. `allowNet` is
+/// ignored: the manager decides it.
 pub fn run(
     o: &Obj,
     limits: &Limits,

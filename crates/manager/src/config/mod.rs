@@ -1,5 +1,5 @@
-//! Environment → typed settings, parsed once at startup (`config.md`). Lower layers receive the parts
-//! they need and never read the environment themselves.
+//! Environment → typed settings, parsed once at startup (`docs/reference/configuration.md`). Lower
+//! layers receive the parts they need and never read the environment themselves.
 
 mod parse;
 mod subnet;
@@ -25,8 +25,8 @@ pub struct Settings {
     pub expose_internal_errors: bool,
     pub image: BuiltinImage,
     pub dns_server_ip: Option<std::net::Ipv4Addr>,
-    /// `GUEST_FIREWALL`: apply the guest half of the egress policy (`/firewall/allowlist`). The host
-    /// rules are the authority either way; tests switch this off to prove that.
+    /// `GUEST_FIREWALL`: apply the guest half of the egress policy (`/firewall/allowlist`). The
+    /// host rules are the authority either way; tests switch this off to prove that.
     pub guest_firewall: bool,
     pub db: DbSettings,
     pub backend: BackendSettings,
@@ -44,7 +44,7 @@ pub struct Settings {
     pub otel: OtelSettings,
 }
 
-/// OTLP/HTTP trace export (`config.md` §3): off unless an endpoint is set.
+/// OTLP/HTTP trace export (`docs/reference/configuration.md` §3): off unless an endpoint is set.
 #[derive(Debug, Clone)]
 pub struct OtelSettings {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, the collector's base URL (`/v1/traces` is appended).
@@ -168,6 +168,14 @@ impl Settings {
             );
         }
         let admin_password = e.required("ADMIN_PASSWORD");
+        if admin_password.starts_with("$argon2id$")
+            && !crate::auth::hashing::is_argon2id_phc(&admin_password)
+        {
+            e.fail(
+                "ADMIN_PASSWORD",
+                "starts with $argon2id$ but is not a valid argon2id PHC hash",
+            );
+        }
         let port = e.int("PORT", 3000, 1, 65535) as u16;
         let storage_root = e.abs_path("STORAGE_ROOT", "/var/lib/run-dat-sheesh");
         let images_default = storage_root.join("images");
@@ -340,7 +348,7 @@ impl Settings {
 
         let rate = |e: &mut Env, n: &str, d: u64| e.int(n, d, 0, 1_000_000);
         let rate_limits = RateLimits {
-            global: rate(&mut e, "RATE_LIMIT_GLOBAL", 120),
+            global: rate(&mut e, "RATE_LIMIT_GLOBAL", 3000),
             login: rate(&mut e, "RATE_LIMIT_LOGIN", 10),
             vm_create: rate(&mut e, "RATE_LIMIT_VM_CREATE", 30),
             exec: rate(&mut e, "RATE_LIMIT_EXEC", 300),
@@ -396,7 +404,7 @@ impl Settings {
         })
     }
 
-    /// Warnings of `config.md` §4 that need no I/O.
+    /// Warnings of `docs/reference/configuration.md` §4 that need no I/O.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         if self.api_key.len() < 16 {

@@ -1,5 +1,5 @@
-//! Strict readers for environment values (`config.md` §1). Each records a problem instead of failing,
-//! so startup can report every invalid variable at once.
+//! Strict readers for environment values (`docs/reference/configuration.md` §1). Each records a
+//! problem instead of failing, so startup can report every invalid variable at once.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

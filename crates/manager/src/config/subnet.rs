@@ -1,4 +1,5 @@
-//! `VM_SUBNET`: the guest network and the addresses derived from it (`vm-lifecycle.md` §6).
+//! `VM_SUBNET`: the guest network and the addresses derived from it
+//! (`docs/reference/lifecycle.md` §7).
 
 use std::net::Ipv4Addr;
 

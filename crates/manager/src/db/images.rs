@@ -55,17 +55,18 @@ fn from_row(r: &AnyRow) -> Result<ImageRecord, sqlx::Error> {
     })
 }
 
-/// The default, if set; else the newest built-in image with both files. One expression, used both to
-/// resolve creates and to mark `isDefault`, so the two always agree.
+/// The default, if set; else the newest built-in image with both files. One expression, used both
+/// to resolve creates and to mark `isDefault`, so the two always agree.
 const EFFECTIVE_DEFAULT: &str = "COALESCE((SELECT value FROM settings WHERE key = \
      'defaultGuestImageId' AND value IN (SELECT id FROM guest_images)), (SELECT id FROM guest_images \
      WHERE built_in = 1 AND kernel_path IS NOT NULL AND rootfs_path IS NOT NULL \
      ORDER BY created_at DESC, id DESC LIMIT 1))";
 
 impl Db {
-    /// The built-in image for these files, found by path if registered before, else inserted without
-    /// digests. It becomes the default when no default is set. (Startup registers by digest through
-    /// [`Db::find_builtin_image`] and [`Db::insert_builtin_image`]; this stays for path-only callers.)
+    /// The built-in image for these files, found by path if registered before, else inserted
+    /// without digests. It becomes the default when no default is set. (Startup registers by digest
+    /// through [`Db::find_builtin_image`] and [`Db::insert_builtin_image`]; this stays for
+    /// path-only callers.)
     pub async fn ensure_builtin_image(
         &self,
         kernel: &str,
@@ -218,7 +219,7 @@ impl Db {
         Ok(())
     }
 
-    /// The image's template is `snapshot_id` and ready (`vm-lifecycle.md` §8.5).
+    /// The image's template is `snapshot_id` and ready (`docs/snapshots.md` Templates).
     pub async fn set_image_seed_ready(&self, id: &str, snapshot_id: &str) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE guest_images SET seed_snapshot_id = $1, seed_status = 'ready', \

@@ -1,5 +1,5 @@
 //! Internal VMs (templates being built, the warm pool) and image templates' state
-//! (`vm-lifecycle.md` §8.5).
+//! (`docs/snapshots.md` Templates, Warm pool).
 
 use super::vms::check_quota;
 use super::{Db, DbError, PoolRole};
@@ -25,8 +25,9 @@ impl Db {
         Ok(out)
     }
 
-    /// Turns the RUNNING pool VM `id` into a user VM with the caller's egress policy and `createdAt`
-    /// now, after the quota check, in one transaction. None when it is no longer a RUNNING pool VM.
+    /// Turns the RUNNING pool VM `id` into a user VM with the caller's egress policy and
+    /// `createdAt` now, after the quota check, in one transaction. None when it is no longer a
+    /// RUNNING pool VM.
     pub async fn claim_pool_vm(
         &self,
         id: &str,
@@ -59,8 +60,8 @@ impl Db {
         Ok(self.get_vm(id).await?)
     }
 
-    /// Sets the template state of an image: `pending`, `failed` (with `error`) or, with status None,
-    /// no template at all. A ready template goes through `set_image_seed_ready`.
+    /// Sets the template state of an image: `pending`, `failed` (with `error`) or, with status
+    /// None, no template at all. A ready template goes through `set_image_seed_ready`.
     pub async fn set_image_seed(
         &self,
         id: &str,

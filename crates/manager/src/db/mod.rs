@@ -1,16 +1,23 @@
 //! All SQL lives here. One schema for SQLite and Postgres, reached through sqlx's `Any` driver with
-//! numbered `$n` parameters (both dialects accept them); migrations are embedded per dialect and run at
-//! start. Portable on purpose: integers and 0/1 flags are BIGINT and bound as `i64`, timestamps are
-//! fixed-width RFC 3339 TEXT (so they sort as text), and `ON CONFLICT` is the only upsert used.
+//! numbered `$n` parameters (both dialects accept them); migrations are embedded per dialect and
+//! run at start. Portable on purpose: integers and 0/1 flags are BIGINT and bound as `i64`,
+//! timestamps are fixed-width RFC 3339 TEXT (so they sort as text), and `ON CONFLICT` is the only
+//! upsert used.
 
+mod activity;
+mod auth;
 mod images;
 mod internal;
 pub mod reconcile;
 mod snapshots;
 mod vms;
+mod webhooks;
 
+pub use activity::ActivityEvent;
+pub use auth::{ApiKeyRecord, InsertKeyError, SessionRecord};
 pub use snapshots::SnapshotScope;
 pub use vms::{CreateVmError, NewVm, PoolRole};
+pub use webhooks::{AttemptOutcome, DeliveryRecord, WebhookRecord};
 
 use crate::config::DbSettings;
 use sqlx::any::AnyPoolOptions;
@@ -54,7 +61,8 @@ pub struct Db {
 
 impl Db {
     /// Opens the database of `settings` and applies the embedded migrations. Errors never contain
-    /// `DATABASE_URL` or its password (`config.md` §1), whatever the driver put in its message.
+    /// `DATABASE_URL` or its password (`docs/reference/configuration.md` §1), whatever the driver
+    /// put in its message.
     pub async fn connect(settings: &DbSettings) -> Result<Db, DbError> {
         if settings.dialect == "postgres" {
             let url = settings.database_url.as_deref().unwrap_or_default();
@@ -127,8 +135,8 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// The error of a Postgres connect with the URL and its password cut out of the message. sqlx does not
-/// echo the URL today; this keeps it that way if a driver ever does.
+/// The error of a Postgres connect with the URL and its password cut out of the message. sqlx does
+/// not echo the URL today; this keeps it that way if a driver ever does.
 fn redact(e: DbError, url: &str) -> DbError {
     let text = e.to_string();
     let password = url

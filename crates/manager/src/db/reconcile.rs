@@ -1,5 +1,5 @@
-//! Queries of the startup reconciliation (`vm-lifecycle.md` §4): every row, DELETED and internal
-//! ones included, with just what reconciliation needs.
+//! Queries of the startup reconciliation (`docs/reference/lifecycle.md` §5): every row, DELETED and
+//! internal ones included, with just what reconciliation needs.
 
 use super::{Db, DbError};
 use crate::model::VmState;

@@ -1,4 +1,4 @@
-//! `snapshots` (`vm-lifecycle.md` §8, §12): one row per committed snapshot directory.
+//! `snapshots` (`docs/reference/lifecycle.md` §9, §12): one row per committed snapshot directory.
 
 use super::{flag, Db, DbError};
 use crate::model::{SnapshotKind, SnapshotRecord};

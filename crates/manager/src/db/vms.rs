@@ -109,7 +109,7 @@ fn from_row(r: &AnyRow) -> Result<VmRecord, sqlx::Error> {
     })
 }
 
-/// Derived identities of host index `i` (`vm-lifecycle.md` §6).
+/// Derived identities of host index `i` (`docs/reference/lifecycle.md` §7).
 fn tap_name(i: u32) -> String {
     format!("rds-tap{i}")
 }
@@ -137,10 +137,11 @@ pub(super) async fn check_quota(
 
 impl Db {
     /// Quota check, lowest-free address allocation and row insert in one transaction
-    /// (`vm-lifecycle.md` §1–2). Besides the caller's serialisation, the database serialises creates so
-    /// that two managers on one database can neither exceed the quota nor pick the same address: SQLite
-    /// takes its write lock up front (`BEGIN IMMEDIATE`), Postgres locks `ip_allocations` against other
-    /// writers. Should the unique `ip` key still reject the pick, the transaction is retried.
+    /// (`docs/reference/lifecycle.md` §1–2). Besides the caller's serialisation, the database
+    /// serialises creates so that two managers on one database can neither exceed the quota nor
+    /// pick the same address: SQLite takes its write lock up front (`BEGIN IMMEDIATE`), Postgres
+    /// locks `ip_allocations` against other writers. Should the unique `ip` key still reject the
+    /// pick, the transaction is retried.
     pub async fn create_vm(
         &self,
         vm: &NewVm,

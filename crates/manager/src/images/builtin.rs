@@ -1,7 +1,8 @@
-//! The built-in image (`vm-lifecycle.md` §9): the files of `KERNEL_PATH`, `INITRD_PATH` and
-//! `BASE_ROOTFS_PATH` are hashed (digests cached in the DB by path, size and mtime, since a 2 GiB
-//! rootfs takes seconds), and unless a built-in image with those digests exists they are cloned
-//! (reflink or sparse copy) into `IMAGES_DIR/<new id>/` and registered read-only.
+//! The built-in image (`docs/reference/lifecycle.md` §11): the files of `KERNEL_PATH`,
+//! `INITRD_PATH` and `BASE_ROOTFS_PATH` are hashed (digests cached in the DB by path, size and
+//! mtime, since a 2 GiB rootfs takes seconds), and unless a built-in image with those digests
+//! exists they are cloned (reflink or sparse copy) into `IMAGES_DIR/<new id>/` and registered
+//! read-only.
 
 use super::format::{self, HEAD_LEN};
 use super::receive::hex;

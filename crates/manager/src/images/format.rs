@@ -1,5 +1,5 @@
-//! Format checks by magic numbers (`api.md` §5): an ELF vmlinux for this host's machine or a bzImage,
-//! an ext4 superblock, a `newc` cpio initramfs (plain or gzip/lz4/zstd).
+//! Format checks by magic numbers (`docs/reference/api.md` §5): an ELF vmlinux for this host's
+//! machine or a bzImage, an ext4 superblock, a `newc` cpio initramfs (plain or gzip/lz4/zstd).
 
 use crate::model::ImagePart;
 

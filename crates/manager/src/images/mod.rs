@@ -1,9 +1,9 @@
-//! Guest images (`api.md` §5, `vm-lifecycle.md` §5, §9): metadata in the DB, files under
-//! `IMAGES_DIR/<imageId>/` (`vmlinux`, `initrd`, `rootfs.ext4`, 0444 once complete). Uploads stream to
-//! a temporary file beside the target under a cap, are checked by magic and hashed as they pass,
-//! fsynced, then renamed into place; any failure removes the temporary file and leaves the image as it
-//! was. An image a non-deleted user VM uses is never changed, so every VM's overlay keeps the lower
-//! layer it was made on.
+//! Guest images (`docs/reference/api.md` §5, `docs/reference/lifecycle.md` §6, §11): metadata in
+//! the DB, files under `IMAGES_DIR/<imageId>/` (`vmlinux`, `initrd`, `rootfs.ext4`, 0444 once
+//! complete). Uploads stream to a temporary file beside the target under a cap, are checked by
+//! magic and hashed as they pass, fsynced, then renamed into place; any failure removes the
+//! temporary file and leaves the image as it was. An image a non-deleted user VM uses is never
+//! changed, so every VM's overlay keeps the lower layer it was made on.
 
 mod builtin;
 mod bundle;
@@ -12,17 +12,19 @@ mod receive;
 
 pub use format::KernelFormat;
 
+use crate::activity::{Activity, Draft, EventType};
 use crate::db::{Db, DbError};
 use crate::model::{ImagePart, ImageRecord};
 use crate::storage::CloneMode;
 use bytes::Bytes;
 use futures::Stream;
+use serde_json::json;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const GIB: u64 = 1024 * 1024 * 1024;
-/// Kernel, rootfs and bundle bodies (`api.md` §1.4).
+/// Kernel, rootfs and bundle bodies (`docs/reference/api.md` §1.4).
 pub const MAX_UPLOAD_BYTES: u64 = 3 * GIB;
 /// Initrd bodies.
 pub const MAX_INITRD_BYTES: u64 = GIB;
@@ -116,6 +118,7 @@ struct Inner {
     commit: tokio::sync::Mutex<()>,
     /// The built-in image of the current `KERNEL_PATH`/`BASE_ROOTFS_PATH`, once registered.
     builtin: std::sync::Mutex<Option<String>>,
+    activity: Activity,
 }
 
 impl ImageService {
@@ -127,6 +130,7 @@ impl ImageService {
         spool_dir: &Path,
         snapshots_dir: &Path,
         clone_mode: CloneMode,
+        activity: Activity,
     ) -> Result<ImageService, ImageError> {
         for dir in [images_dir, spool_dir] {
             std::fs::DirBuilder::new()
@@ -146,6 +150,7 @@ impl ImageService {
                 clone_mode,
                 commit: tokio::sync::Mutex::new(()),
                 builtin: std::sync::Mutex::new(None),
+                activity,
             }),
         })
     }
@@ -181,7 +186,16 @@ impl ImageService {
     /// A user image without files.
     pub async fn create(&self, name: &str, description: &str) -> Result<ImageRecord, ImageError> {
         let id = format!("img-{}", uuid::Uuid::new_v4());
-        Ok(self.inner.db.insert_image(&id, name, description).await?)
+        let image = self.inner.db.insert_image(&id, name, description).await?;
+        self.event(EventType::ImageCreated, &id, json!({ "name": name }));
+        Ok(image)
+    }
+
+    /// Records `kind` about image `id` (docs/reference/api.md §7).
+    fn event(&self, kind: EventType, id: &str, meta: serde_json::Value) {
+        let what = kind.as_str().trim_start_matches("image.").replace('_', " ");
+        let draft = Draft::new(kind, Some(id), format!("Image {id} {what}"));
+        self.inner.activity.record(draft.meta(meta));
     }
 
     /// The image, if its files may be replaced.
@@ -215,7 +229,15 @@ impl ImageService {
         let got = receive::receive(body, tmp, part, limit(part)).await?;
         tracing::info!(image_id = %id, part = part.file_name(), bytes = got.file.bytes,
             elapsed_ms = started.elapsed().as_millis() as u64, "image file received");
-        self.commit(id, vec![(part, got)]).await
+        let meta = json!({ "bytes": got.file.bytes, "sha256": got.file.sha256 });
+        self.commit(id, vec![(part, got)]).await?;
+        let kind = match part {
+            ImagePart::Kernel => EventType::ImageKernelUploaded,
+            ImagePart::Rootfs => EventType::ImageRootfsUploaded,
+            ImagePart::Initrd => EventType::ImageInitrdUploaded,
+        };
+        self.event(kind, id, meta);
+        Ok(())
     }
 
     /// Spools a zip (`PUT /v1/images/:id/bundle`) and installs the files it holds, all or none.
@@ -239,7 +261,11 @@ impl ImageService {
             .await
             .map_err(|e| ImageError::Internal(format!("bundle task: {e}")))??;
         drop(zip);
-        self.commit(id, files).await
+        let parts: Vec<&str> = files.iter().map(|(p, _)| p.file_name()).collect();
+        let meta = json!({ "files": parts });
+        self.commit(id, files).await?;
+        self.event(EventType::ImageBundleUploaded, id, meta);
+        Ok(())
     }
 
     /// Renames checked files into place and records them, after checking again that the image may
@@ -280,6 +306,7 @@ impl ImageService {
         if let Some(path) = image.initrd_path {
             remove_file(Path::new(&path))?;
         }
+        self.event(EventType::ImageInitrdDeleted, id, json!({}));
         Ok(())
     }
 
@@ -288,7 +315,9 @@ impl ImageService {
         if image.kernel_path.is_none() || image.rootfs_path.is_none() {
             return Err(ImageError::Incomplete);
         }
-        Ok(self.inner.db.set_default_image(id).await?)
+        self.inner.db.set_default_image(id).await?;
+        self.event(EventType::ImageDefaultSet, id, json!({}));
+        Ok(())
     }
 
     /// Removes the row, the default setting if it pointed here, and `IMAGES_DIR/<id>/`.
@@ -316,6 +345,7 @@ impl ImageService {
             }
             _ => {}
         }
+        self.event(EventType::ImageDeleted, id, json!({ "name": image.name }));
         Ok(())
     }
 
@@ -336,7 +366,16 @@ impl ImageService {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(%image_id, snapshot_id = %snap, error = %e, "template files not removed");
                 }
-                _ => tracing::info!(%image_id, snapshot_id = %snap, "snapshot.deleted"),
+                _ => {
+                    tracing::info!(%image_id, snapshot_id = %snap, "snapshot.deleted");
+                    let draft = Draft::new(
+                        EventType::SnapshotDeleted,
+                        Some(snap),
+                        format!("Template {snap} of image {image_id} deleted"),
+                    );
+                    let meta = json!({ "kind": "template", "imageId": image_id });
+                    self.inner.activity.record(draft.meta(meta));
+                }
             }
         }
     }

@@ -1,14 +1,17 @@
-//! Create (`vm-lifecycle.md` §2): resolve image and snapshot before anything is allocated, row +
-//! address, then a memory restore (`restore.rs`) or a boot: disk, VMM, readiness, RUNNING.
+//! Create (`docs/reference/lifecycle.md` §2): resolve image and snapshot before anything is
+//! allocated, row + address, then a memory restore (`restore.rs`) or a boot: disk, VMM, readiness,
+//! RUNNING.
 
 use super::error::BootFailure;
 use super::ops::OpGuard;
 use super::snapshots::RestoreHold;
 use super::{LifecycleError, VmService};
+use crate::activity::EventType;
 use crate::agent::AgentError;
 use crate::db::{CreateVmError, NewVm};
 use crate::model::{ImageRecord, SnapshotKind, SnapshotRecord, VmRecord, VmState};
 use rds_vmm::{VmRuntime, VmSpec};
+use serde_json::json;
 use std::path::PathBuf;
 use tracing::{info_span, Instrument};
 
@@ -99,6 +102,7 @@ impl VmService {
         };
         tracing::Span::current().record("vm_id", vm.id.as_str());
         tracing::info!(vm_id = %vm.id, cpu = vm.cpu, mem_mb = vm.mem_mb, "vm.created");
+        self.created_event(&vm, false);
         let guard = self.begin_op(&vm.id, "create")?;
         let restored = match resume_from {
             Some(snap) => self.memory_restore(&vm, &plan.image, snap, &guard).await?,
@@ -115,8 +119,8 @@ impl VmService {
         self.get(&vm.id).await
     }
 
-    /// Image, snapshot and disk size, checked in the order of `api.md` §3.3: lookups (404) before
-    /// rules (400).
+    /// Image, snapshot and disk size, checked in the order of `docs/reference/api.md` §3.3: lookups
+    /// (404) before rules (400).
     async fn plan_create(&self, req: &CreateVm) -> Result<Plan, LifecycleError> {
         let db = &self.inner.db;
         let named = match &req.image_id {
@@ -218,6 +222,7 @@ impl VmService {
             4096,
         );
         tracing::error!(vm_id = %vm.id, reason = %failed.reason, console_tail = %console, "vm.error");
+        self.vm_event(vm, EventType::VmError, json!({"message": failed.reason}));
         self.inner
             .db
             .set_state(&vm.id, fail_state, Some(&failed.reason))
@@ -261,6 +266,7 @@ impl VmService {
         guard: &OpGuard,
         launched: &mut Option<VmRuntime>,
     ) -> Result<(), Failed> {
+        let started = std::time::Instant::now();
         let storage = &self.inner.storage;
         let disk = storage.disk_path(&vm.id);
         if !disk.exists() {
@@ -314,12 +320,13 @@ impl VmService {
             .map_err(Failed::host)?;
         self.watch(rt);
         tracing::info!(vm_id = %vm.id, provision_mode = "boot", "vm.started");
+        self.started_event(vm, "boot", started);
         Ok(())
     }
 
-    /// Guest setup after readiness (`vm-lifecycle.md` §2 steps 8–9): the clock first, so everything
-    /// the guest does later carries real timestamps; then the network and the guest firewall. A
-    /// first boot on a snapshot's disk is reseeded too: the disk carries the source's
+    /// Guest setup after readiness (`docs/reference/lifecycle.md` §2 step 5.5): the clock first, so
+    /// everything the guest does later carries real timestamps; then the network and the guest
+    /// firewall. A first boot on a snapshot's disk is reseeded too: the disk carries the source's
     /// `/etc/machine-id`, which every clone would otherwise share.
     async fn provision_guest(&self, vm: &VmRecord, from_snapshot: bool) -> Result<(), Failed> {
         self.sync_clock(&vm.id).await?;

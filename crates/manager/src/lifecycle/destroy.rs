@@ -1,6 +1,6 @@
-//! Destroy (`vm-lifecycle.md` §3): always accepted; cancels a create or start, kills the VMM, removes
-//! the TAP, host rules and every file, then the tombstone row and the released address in one
-//! transaction. Leftovers of a failed step are removed by the next reconciliation.
+//! Destroy (`docs/reference/lifecycle.md` §3): always accepted; cancels a create or start, kills
+//! the VMM, removes the TAP, host rules and every file, then the tombstone row and the released
+//! address in one transaction. Leftovers of a failed step are removed by the next reconciliation.
 
 use super::{LifecycleError, VmService};
 use crate::model::VmRecord;
@@ -15,6 +15,8 @@ impl VmService {
         let warnings = self.teardown(&vm).await;
         self.inner.db.mark_deleted(id).await?;
         tracing::info!(vm_id = %id, ?warnings, "vm.deleted");
+        let meta = serde_json::json!({"warnings": warnings});
+        self.vm_event(&vm, crate::activity::EventType::VmDeleted, meta);
         self.pool_wanted();
         Ok(())
     }

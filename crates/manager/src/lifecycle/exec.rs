@@ -1,14 +1,19 @@
-//! Exec, run-ts, run-js (`api.md` §3.7–3.8): need RUNNING when they begin, run concurrently with
-//! each other, and leave one exec-log entry each.
+//! Exec, run-ts, run-js (`docs/reference/api.md` §3.7–3.8): need RUNNING when they begin, run
+//! concurrently with each other, and leave one exec-log entry each.
 
 use super::{LifecycleError, VmService};
-use crate::agent::AgentError;
+use crate::activity::{scrub, EventType};
+use crate::agent::{truncate_chars, AgentError};
 use crate::model::{VmRecord, VmState};
 use rds_protocol::{paths, ExecRequest, ExecResult, RunRequest, RunResult};
+use serde_json::json;
 use serde_json::value::RawValue;
 use std::time::Duration;
 
 pub type RunReply = RunResult<Box<RawValue>>;
+
+/// `cmd` in `exec.command` events is cut to this many characters.
+const MAX_EVENT_CMD: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
@@ -24,7 +29,7 @@ impl VmService {
         req: &ExecRequest,
         timeout_ms: u64,
     ) -> Result<ExecResult, LifecycleError> {
-        self.running(id).await?;
+        let vm = self.running(id).await?;
         let result = self
             .agent_for(id)
             .call_json::<_, ExecResult>(paths::EXEC, req, self.run_deadline(timeout_ms))
@@ -34,6 +39,15 @@ impl VmService {
             Err(e) => return Err(self.explain_agent_error(id, e).await),
         };
         self.log_exec(id, req, &result).await;
+        // Scrubbed (docs/reference/api.md §7) before the cut, so no fragment of a secret survives
+        // it.
+        let cmd = scrub::scrub_str(&req.cmd, &self.secret_values(&vm));
+        self.vm_event(
+            &vm,
+            EventType::ExecCommand,
+            json!({"cmd": truncate_chars(&cmd, MAX_EVENT_CMD), "cwd": req.cwd, "timeoutMs": timeout_ms,
+                "exitCode": result.exit_code, "timedOut": result.timed_out}),
+        );
         Ok(result)
     }
 
@@ -61,10 +75,20 @@ impl VmService {
             Err(e) => return Err(self.explain_agent_error(id, e).await),
         };
         self.log_run(id, runtime, &req, &result).await;
+        let kind = match runtime {
+            Runtime::Deno => EventType::RunTsExecuted,
+            Runtime::Node => EventType::RunJsExecuted,
+        };
+        self.vm_event(
+            &vm,
+            kind,
+            json!({"path": req.path, "hasInlineCode": req.code.is_some(), "timeoutMs": timeout_ms,
+                "exitCode": result.exit_code}),
+        );
         Ok(result)
     }
 
-    /// `agent.md` §2: max(VSOCK_TIMEOUT_MS, timeoutMs + 5 s).
+    /// `docs/reference/agent-protocol.md` §2: max(VSOCK_TIMEOUT_MS, timeoutMs + 5 s).
     fn run_deadline(&self, timeout_ms: u64) -> Duration {
         self.inner
             .settings

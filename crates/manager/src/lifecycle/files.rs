@@ -1,5 +1,5 @@
-//! File transfer and log reads (`api.md` §3.5, §3.9). Uploads arrive spooled to disk by the API and
-//! stream on to the agent; downloads stream from the agent to the client.
+//! File transfer and log reads (`docs/reference/api.md` §3.5, §3.9). Uploads arrive spooled to disk
+//! by the API and stream on to the agent; downloads stream from the agent to the client.
 
 use super::{LifecycleError, VmService};
 use crate::agent::Download;

@@ -1,6 +1,7 @@
-//! Internal VMs (`vm-lifecycle.md` §8.5): the VMs templates are captured from and the warm pool's,
-//! at the template shape with no egress, of an image the caller chose. They take an address like any
-//! VM but count against no quota and never appear in the API; reconciliation removes any it finds.
+//! Internal VMs (`docs/snapshots.md` Templates, Warm pool): the VMs templates are captured from and
+//! the warm pool's, at the template shape with no egress, of an image the caller chose. They take
+//! an address like any VM but count against no quota and never appear in the API; reconciliation
+//! removes any it finds.
 
 use super::ops::OpGuard;
 use super::{LifecycleError, VmService};
@@ -8,8 +9,8 @@ use crate::db::{CreateVmError, NewVm, PoolRole};
 use crate::model::{ImageRecord, SnapshotRecord, VmRecord, VmState};
 
 impl VmService {
-    /// Inserts an internal VM of `role` and brings it to RUNNING: from `template`'s memory when given
-    /// (cold boot if that fails), else by a boot. On failure nothing of it is left.
+    /// Inserts an internal VM of `role` and brings it to RUNNING: from `template`'s memory when
+    /// given (cold boot if that fails), else by a boot. On failure nothing of it is left.
     pub(super) async fn start_internal(
         &self,
         role: PoolRole,

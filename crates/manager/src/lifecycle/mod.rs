@@ -1,15 +1,17 @@
-//! The VM lifecycle (`vm-lifecycle.md` §1–4, §8): one file per operation. Knows nothing of HTTP;
-//! the API turns requests into calls here and errors into statuses.
+//! The VM lifecycle (`docs/reference/lifecycle.md` §1–5, §9): one file per operation. Knows nothing
+//! of HTTP; the API turns requests into calls here and errors into statuses.
 
 mod create;
 mod destroy;
 mod error;
+mod events;
 pub(crate) mod exec;
 mod execlog;
 mod files;
 mod internal;
 mod network;
 mod ops;
+mod overview;
 mod pool;
 mod readiness;
 mod ready;
@@ -27,6 +29,7 @@ pub use create::CreateVm;
 pub use error::{BootFailure, LifecycleError};
 pub use exec::{RunReply, Runtime};
 pub use network::{Network, NetworkSettings};
+pub use overview::OverviewCounts;
 pub use reconcile::{ReconcileError, ReconcileReport};
 
 use crate::agent::{AgentClient, AgentConfig};
@@ -50,7 +53,7 @@ pub struct LifecycleSettings {
     pub provision: ProvisionSettings,
 }
 
-/// Templates and the warm pool (`vm-lifecycle.md` §8.5).
+/// Templates and the warm pool (`docs/snapshots.md` Templates, Warm pool).
 #[derive(Debug, Clone, Default)]
 pub struct ProvisionSettings {
     /// `ENABLE_SNAPSHOTS`: build per-image templates (when the backend has memory snapshots).
@@ -79,6 +82,7 @@ struct Inner {
     create_lock: tokio::sync::Mutex<()>,
     templates: templates::TemplateBuilds,
     pool: pool::Pool,
+    activity: crate::activity::Activity,
 }
 
 impl VmService {
@@ -88,6 +92,7 @@ impl VmService {
         storage: Storage,
         settings: LifecycleSettings,
         net: Network,
+        activity: crate::activity::Activity,
     ) -> Self {
         VmService {
             inner: Arc::new(Inner {
@@ -101,6 +106,7 @@ impl VmService {
                 create_lock: tokio::sync::Mutex::new(()),
                 templates: templates::TemplateBuilds::default(),
                 pool: pool::Pool::default(),
+                activity,
             }),
         }
     }

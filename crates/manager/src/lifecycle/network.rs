@@ -1,6 +1,6 @@
-//! Guest networking in the lifecycle (`vm-lifecycle.md` §2 steps 5, 8, 9; §3; §6): the host half
-//! through `rds-net` (TAP, bridge port and nftables rules, the authority) and the guest half through
-//! the agent (`/net/config`, `/firewall/allowlist`, defence in depth).
+//! Guest networking in the lifecycle (`docs/reference/lifecycle.md` §2 steps 5.2, 5.5; §3; §7): the
+//! host half through `rds-net` (TAP, bridge port and nftables rules, the authority) and the guest
+//! half through the agent (`/net/config`, `/firewall/allowlist`, defence in depth).
 //!
 //! Host rules go in before a VMM launches and come out after it exited (stop, unexpected exit,
 //! failed boot, destroy); the address stays reserved until destroy. A failed host-rule change fails
@@ -36,8 +36,8 @@ pub struct Network {
 }
 
 impl Network {
-    /// Host setup (bridge at the gateway, `ip_forward`, empty tables). Acts on the network namespace
-    /// of the calling thread. Warns about foreign forward chains with a drop policy.
+    /// Host setup (bridge at the gateway, `ip_forward`, empty tables). Acts on the network
+    /// namespace of the calling thread. Warns about foreign forward chains with a drop policy.
     pub async fn setup(settings: NetworkSettings) -> Result<Network, NetError> {
         let host = HostNet::setup(settings.host.clone()).await?;
         match host.foreign_forward_drop_chains().await {
@@ -98,7 +98,8 @@ impl Network {
         self.vm_net(vm.guest_ip, vm.outbound_internet, &vm.allow_ips)
     }
 
-    /// Kernel command-line argument `ip=<guestIp>::<gateway>:<netmask>::eth0:off` (`agent.md` §1).
+    /// Kernel command-line argument `ip=<guestIp>::<gateway>:<netmask>::eth0:off`
+    /// (`docs/reference/agent-protocol.md` §1).
     pub fn cmdline_arg(&self, vm: &VmRecord) -> String {
         let cidr = self.settings.host.subnet.cidr();
         let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(cidr.prefix())));

@@ -1,5 +1,5 @@
-//! The per-VM lifecycle lock (`vm-lifecycle.md` §1): one operation at a time per VM; destroy cancels
-//! an in-flight create or start and waits for anything else.
+//! The per-VM lifecycle lock (`docs/reference/lifecycle.md` §1): one operation at a time per VM;
+//! destroy cancels an in-flight create or start and waits for anything else.
 
 use super::LifecycleError;
 use std::collections::HashMap;

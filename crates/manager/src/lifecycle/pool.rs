@@ -1,9 +1,10 @@
-//! The warm pool (`vm-lifecycle.md` §8.5, `ENABLE_WARM_POOL=true`): internal VMs of the default image
-//! at the template shape, RUNNING with no egress, resumed from the template when it is ready (booted
-//! otherwise). A create that asks for exactly that takes one: in one transaction with the quota check
-//! the row becomes a user VM (`createdAt` now, the caller's egress policy), then the policy is applied
-//! on the host and in the guest. One worker tops the pool up after every create, destroy and template
-//! change, and every 30 s, replacing pool VMs that died or belong to an outdated image or template.
+//! The warm pool (`docs/snapshots.md` Warm pool, `ENABLE_WARM_POOL=true`): internal VMs of the
+//! default image at the template shape, RUNNING with no egress, resumed from the template when it
+//! is ready (booted otherwise). A create that asks for exactly that takes one: in one transaction
+//! with the quota check the row becomes a user VM (`createdAt` now, the caller's egress policy),
+//! then the policy is applied on the host and in the guest. One worker tops the pool up after every
+//! create, destroy and template change, and every 30 s, replacing pool VMs that died or belong to
+//! an outdated image or template.
 
 use super::create::{CreateVm, Failed};
 use super::{LifecycleError, VmService};
@@ -125,8 +126,9 @@ impl VmService {
     }
 
     /// Runs one `true` in a new pool VM, off the request path: a resumed guest's first command pays
-    /// for the shell's first start (under TCG, translating its code: ~270 ms instead of ~120 ms), and
-    /// the caller who takes the VM should not. Not an exec of the caller's, so not in the exec log.
+    /// for the shell's first start (under TCG, translating its code: ~270 ms instead of ~120 ms),
+    /// and the caller who takes the VM should not. Not an exec of the caller's, so not in the exec
+    /// log.
     async fn warm_up(&self, id: &str) {
         let req = rds_protocol::ExecRequest {
             cmd: "true".into(),
@@ -171,13 +173,15 @@ impl VmService {
     }
 
     /// A RUNNING pool VM for `req`, if the pool is on and the request is exactly what pool VMs are:
-    /// no snapshot, the default image, the template shape and disk. The VM is the caller's from here.
+    /// no snapshot, the default image, the template shape and disk. The VM is the caller's from
+    /// here.
     pub(super) async fn take_from_pool(
         &self,
         req: &CreateVm,
         image: &ImageRecord,
         disk_size_mb: u64,
     ) -> Result<Option<VmRecord>, LifecycleError> {
+        let taken_at = std::time::Instant::now();
         if self.pool_target() == 0
             || req.snapshot_id.is_some()
             || !self.is_template_shape(req.cpu, req.mem_mb, disk_size_mb)
@@ -220,6 +224,7 @@ impl VmService {
                 Err(CreateVmError::Db(e)) => return Err(e.into()),
             };
             tracing::info!(vm_id = %vm.id, "vm.created (warm pool)");
+            self.created_event(&vm, true);
             let handed = self.apply_egress(&vm, &candidate).await;
             drop(guard);
             self.pool_wanted();
@@ -227,6 +232,8 @@ impl VmService {
                 return Err(self.fail_handover(&vm, failed).await);
             }
             tracing::info!(vm_id = %vm.id, provision_mode = ?vm.provision_mode, "vm.started");
+            let mode = vm.provision_mode.as_deref().unwrap_or("boot");
+            self.started_event(&vm, mode, taken_at);
             return Ok(Some(vm));
         }
         Ok(None)
@@ -249,6 +256,8 @@ impl VmService {
         {
             return e.into();
         }
+        let meta = serde_json::json!({"message": failed.reason});
+        self.vm_event(vm, crate::activity::EventType::VmError, meta);
         LifecycleError::BootFailed {
             id: vm.id.clone(),
             reason: failed.reason,

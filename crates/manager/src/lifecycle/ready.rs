@@ -1,5 +1,5 @@
-//! Readiness (`agent.md` §2): poll `/health` until it answers, the deadline passes, the VMM exits, or
-//! a destroy cancels the boot. Then check the protocol version.
+//! Readiness (`docs/reference/agent-protocol.md` §2): poll `/health` until it answers, the deadline
+//! passes, the VMM exits, or a destroy cancels the boot. Then check the protocol version.
 
 use super::create::Failed;
 use super::error::BootFailure;

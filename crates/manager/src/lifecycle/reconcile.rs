@@ -1,5 +1,5 @@
-//! Reconciliation at manager start (`vm-lifecycle.md` §4), before the API serves: the DB, the VMM
-//! processes, the host network and `STORAGE_ROOT/vms/` are brought back in line.
+//! Reconciliation at manager start (`docs/reference/lifecycle.md` §5), before the API serves: the
+//! DB, the VMM processes, the host network and `STORAGE_ROOT/vms/` are brought back in line.
 //!
 //! | DB state | VMM | Action |
 //! |---|---|---|
@@ -14,9 +14,9 @@
 //! A VMM is alive when the backend's `is_alive` confirms the stored pid, start time, boot id and
 //! command-line marker, so a reused pid is never mistaken for a VM. Orphans — `rds-tap*` links
 //! without a live VM (through `HostNet::reconcile`, which also rebuilds the nftables tables from
-//! the live VMs in one transaction), run directories of VMs that are not running, per-VM directories
-//! without a row, and VMM processes carrying this manager's marker without a live VM — are removed.
-//! Snapshots are reconciled in `reconcile_snapshots.rs`.
+//! the live VMs in one transaction), run directories of VMs that are not running, per-VM
+//! directories without a row, and VMM processes carrying this manager's marker without a live VM —
+//! are removed. Snapshots are reconciled in `reconcile_snapshots.rs`.
 
 use super::VmService;
 use crate::db::reconcile::ReconcileRow;
@@ -63,8 +63,8 @@ pub enum ReconcileError {
 }
 
 impl VmService {
-    /// Runs the whole reconciliation. Per-VM problems are logged and do not stop it; a DB failure or
-    /// a failed rebuild of the host network does.
+    /// Runs the whole reconciliation. Per-VM problems are logged and do not stop it; a DB failure
+    /// or a failed rebuild of the host network does.
     pub async fn reconcile(&self) -> Result<ReconcileReport, ReconcileError> {
         let mut report = ReconcileReport::default();
         let rows = self.inner.db.reconcile_rows().await?;
@@ -152,7 +152,7 @@ impl VmService {
     }
 
     /// Every row that is not a surviving RUNNING VM: kill what still runs, release the runtime and
-    /// set the state the §4 table asks for.
+    /// set the state the table of `docs/reconciliation.md` (Per state) asks for.
     async fn settle(
         &self,
         row: &ReconcileRow,
@@ -188,7 +188,8 @@ impl VmService {
             VmState::Stopped | VmState::Error | VmState::Deleted => None,
         };
         if row.state == VmState::Deleted {
-            // An interrupted destroy: files and address (the TAP and rules go with the host rebuild).
+            // An interrupted destroy: files and address (the TAP and rules go with the host
+            // rebuild).
             if self.inner.storage.vm_dir(id).exists() {
                 if let Err(e) = self.inner.storage.remove_vm(id).await {
                     tracing::warn!(vm_id = %id, error = %e, "finishing a destroy");
@@ -345,8 +346,8 @@ fn processes() -> Vec<(u32, Vec<String>)> {
         .collect()
 }
 
-/// The VM a process belongs to if it carries this manager's marker: QEMU's `-name rds-<id>` together
-/// with a path under `vms_dir`, or a vsock helper whose `--socket` lies under `vms_dir`.
+/// The VM a process belongs to if it carries this manager's marker: QEMU's `-name rds-<id>`
+/// together with a path under `vms_dir`, or a vsock helper whose `--socket` lies under `vms_dir`.
 fn orphan_vm_id(args: &[String], vms_dir: &Path) -> Option<String> {
     let prefix = format!("{}/", vms_dir.display());
     let id_under = |path: &str| -> Option<String> {

@@ -1,6 +1,7 @@
-//! The snapshot half of reconciliation (`vm-lifecycle.md` §4): capture directories (`.tmp-*`) left
-//! by a crash are deleted; a snapshot directory with a valid `meta.json` but no row is registered
-//! again (user data is never deleted silently); a row whose directory or disk is gone is dropped.
+//! The snapshot half of reconciliation (`docs/reference/lifecycle.md` §5): capture directories
+//! (`.tmp-*`) left by a crash are deleted; a snapshot directory with a valid `meta.json` but no row
+//! is registered again (user data is never deleted silently); a row whose directory or disk is gone
+//! is dropped.
 
 use super::reconcile::{ReconcileError, ReconcileReport};
 use super::VmService;

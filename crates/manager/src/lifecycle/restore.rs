@@ -1,7 +1,8 @@
-//! Memory restore (`vm-lifecycle.md` §2 snapshot mode, §8.2–8.4): the compatibility gate, then the
-//! VMM resumes the snapshot's memory with this VM's own disk clone, TAP (kept down), agent socket,
-//! and the guest gets a new identity: clock, entropy (and with it a new machine-id), address, MAC,
-//! hostname, firewall. Any failure discards the attempt and the create cold-boots instead.
+//! Memory restore (`docs/reference/lifecycle.md` §2 snapshot mode; `docs/snapshots.md` Create from
+//! a snapshot): the compatibility gate, then the VMM resumes the snapshot's memory with this VM's
+//! own disk clone, TAP (kept down), agent socket, and the guest gets a new identity: clock, entropy
+//! (and with it a new machine-id), address, MAC, hostname, firewall. Any failure discards the
+//! attempt and the create cold-boots instead.
 
 use super::create::Failed;
 use super::ops::OpGuard;
@@ -11,7 +12,8 @@ use base64::Engine;
 use rds_vmm::VmRuntime;
 use tracing::{info_span, Instrument};
 
-/// Bytes of host randomness a restored guest mixes into its pool (`agent.md` §10).
+/// Bytes of host randomness a restored guest mixes into its pool
+/// (`docs/reference/agent-protocol.md` §10).
 const RESEED_BYTES: usize = 64;
 
 /// What the gate compares a snapshot with: the backend now, the image now, the request.
@@ -28,7 +30,7 @@ pub(super) struct GateNow<'a> {
     pub disk_size_mb: u64,
 }
 
-/// `Ok` when the snapshot's memory may be resumed (`vm-lifecycle.md` §8.2), else why the VM
+/// `Ok` when the snapshot's memory may be resumed (`docs/snapshots.md` The gate), else why the VM
 /// cold-boots on a clone of its disk instead.
 pub(super) fn gate(snap: &SnapshotRecord, now: &GateNow) -> Result<(), String> {
     let same_digest = |recorded: &Option<String>, current: Option<&str>| {
@@ -121,6 +123,7 @@ impl VmService {
         guard: &OpGuard,
         launched: &mut Option<VmRuntime>,
     ) -> Result<(), Failed> {
+        let started = std::time::Instant::now();
         let storage = &self.inner.storage;
         let mut stages = Stages::start();
         let disk = storage
@@ -167,14 +170,15 @@ impl VmService {
         self.watch(rt);
         tracing::info!(vm_id = %vm.id, snapshot_id = %snap.id, provision_mode = "snapshot",
             stages_ms = %stages, "vm.started");
+        self.started_event(vm, "snapshot", started);
         Ok(())
     }
 
-    /// Restore identity (`vm-lifecycle.md` §8.4): clock, entropy, network identity and the guest
-    /// firewall of this VM's own policy, then the TAP up. The four agent calls are independent and
-    /// run at once (each waits on guest I/O under emulation; one after the other they took ~400 ms);
-    /// the TAP comes up only once the guest has its new address and MAC, and the host rules, the
-    /// authority, were in place before the VMM started.
+    /// Restore identity (`docs/snapshots.md` Memory restore): clock, entropy, network identity and
+    /// the guest firewall of this VM's own policy, then the TAP up. The four agent calls are
+    /// independent and run at once (each waits on guest I/O under emulation; one after the other
+    /// they took ~400 ms); the TAP comes up only once the guest has its new address and MAC, and
+    /// the host rules, the authority, were in place before the VMM started.
     async fn new_identity(&self, vm: &VmRecord) -> Result<(), Failed> {
         let (clock, entropy, net, ()) = tokio::join!(
             self.sync_clock(&vm.id),

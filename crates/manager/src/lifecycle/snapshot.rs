@@ -1,13 +1,15 @@
-//! Capture (`vm-lifecycle.md` §8.1): a RUNNING VM is flushed, paused, its memory (when the backend
-//! can) and disk are written into `snapshots/.tmp-<uuid>/`, and it is resumed whatever happened;
-//! only then is the directory committed and the row inserted. Any failure removes the capture
-//! directory and registers nothing. The VM's own lifecycle lock is held throughout, so stop and
-//! start wait and an unexpected VMM exit is handled once the capture let go (`watch.rs`).
+//! Capture (`docs/snapshots.md` Capture): a RUNNING VM is flushed, paused, its memory (when the
+//! backend can) and disk are written into `snapshots/.tmp-<uuid>/`, and it is resumed whatever
+//! happened; only then is the directory committed and the row inserted. Any failure removes the
+//! capture directory and registers nothing. The VM's own lifecycle lock is held throughout, so stop
+//! and start wait and an unexpected VMM exit is handled once the capture let go (`watch.rs`).
 
 use super::{LifecycleError, VmService};
+use crate::activity::{Draft, EventType};
 use crate::model::{now_rfc3339, ImageRecord, SnapshotKind, SnapshotRecord, VmRecord, VmState};
 use crate::storage::{allocated_bytes, StorageError};
 use rds_vmm::VmRuntime;
+use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
@@ -78,6 +80,16 @@ impl VmService {
         }
         tracing::info!(snapshot_id = %record.id, vm_id = %vm.id, kind = kind.as_str(),
             has_memory = memory, size_bytes = record.size_bytes, "snapshot.created");
+        if kind == SnapshotKind::UserOverlay {
+            self.event(
+                Draft::new(
+                    EventType::SnapshotCreated,
+                    Some(&record.id),
+                    format!("Snapshot {} of VM {} created", record.id, vm.id),
+                )
+                .meta(json!({"vmId": vm.id, "hasMemory": memory, "sizeBytes": record.size_bytes})),
+            );
+        }
         Ok(record)
     }
 

@@ -1,11 +1,13 @@
-//! Snapshot listing, lookup and deletion (`vm-lifecycle.md` §8.6, `api.md` §4), and the count of
-//! restores in flight per snapshot that deletion must respect. VMs restored from a snapshot own a
-//! clone of its disk, so deleting it never disturbs them.
+//! Snapshot listing, lookup and deletion (`docs/snapshots.md` Delete, `docs/reference/api.md` §4),
+//! and the count of restores in flight per snapshot that deletion must respect. VMs restored from a
+//! snapshot own a clone of its disk, so deleting it never disturbs them.
 
 use super::{Inner, LifecycleError, VmService};
+use crate::activity::{Draft, EventType};
 use crate::db::SnapshotScope;
 use crate::model::SnapshotRecord;
 use crate::storage::snapshots::TMP_PREFIX;
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -140,6 +142,14 @@ impl VmService {
             tracing::warn!(snapshot_id = %id, error = %e, "snapshot files left for reconciliation");
         }
         tracing::info!(snapshot_id = %id, kind = snap.kind.as_str(), "snapshot.deleted");
+        self.event(
+            Draft::new(
+                EventType::SnapshotDeleted,
+                Some(id),
+                format!("Snapshot {id} deleted"),
+            )
+            .meta(json!({"kind": snap.kind.as_str(), "imageId": snap.image_id})),
+        );
         Ok(())
     }
 

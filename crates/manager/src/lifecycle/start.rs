@@ -1,5 +1,5 @@
-//! Start (`vm-lifecycle.md` §3): STOPPED only; cold boot on the VM's own disk. A failed start returns
-//! the VM to STOPPED with `lastError`; the disk is untouched.
+//! Start (`docs/reference/lifecycle.md` §3): STOPPED only; cold boot on the VM's own disk. A failed
+//! start returns the VM to STOPPED with `lastError`; the disk is untouched.
 
 use super::{LifecycleError, VmService};
 use crate::model::VmState;

@@ -1,8 +1,9 @@
-//! Stop (`vm-lifecycle.md` §3): RUNNING only. Flush, ask the guest to power off, wait a bounded time,
-//! then force; runtime resources (run directory, TAP, host rules) go, disk, logs and the address
-//! stay. Nothing is copied.
+//! Stop (`docs/reference/lifecycle.md` §3): RUNNING only. Flush, ask the guest to power off, wait a
+//! bounded time, then force; runtime resources (run directory, TAP, host rules) go, disk, logs and
+//! the address stay. Nothing is copied.
 
 use super::{LifecycleError, VmService};
+use crate::activity::EventType;
 use crate::model::VmState;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ impl VmService {
         self.detach_network_logged(&vm, "stop").await;
         self.inner.db.set_state(id, VmState::Stopped, None).await?;
         tracing::info!(vm_id = %id, "vm.stopped");
+        self.vm_event(&vm, EventType::VmStopped, serde_json::json!({}));
         Ok(())
     }
 

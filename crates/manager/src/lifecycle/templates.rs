@@ -1,13 +1,15 @@
-//! Templates (`vm-lifecycle.md` §8.5, `ENABLE_SNAPSHOTS=true`): per image with kernel and rootfs, an
-//! internal VM at the template shape is booted, captured with memory and torn down, one build at a
-//! time in the background. Creates of the template shape then resume from it. The image's
-//! `seedStatus` tells where it stands: `pending`, `ready`, or `failed` (retried at most hourly, or at
-//! once when the image's files change).
+//! Templates (`docs/snapshots.md` Templates, `ENABLE_SNAPSHOTS=true`): per image with kernel and
+//! rootfs, an internal VM at the template shape is booted, captured with memory and torn down, one
+//! build at a time in the background. Creates of the template shape then resume from it. The
+//! image's `seedStatus` tells where it stands: `pending`, `ready`, or `failed` (retried at most
+//! hourly, or at once when the image's files change).
 
 use super::snapshots::RestoreHold;
 use super::{LifecycleError, VmService};
+use crate::activity::{Draft, EventType};
 use crate::db::PoolRole;
 use crate::model::{ImageRecord, SnapshotKind, SnapshotRecord};
+use serde_json::json;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -70,8 +72,8 @@ impl VmService {
     }
 
     /// The image's ready template for a create of the template shape, held against deletion. None
-    /// (and a build requested) when there is none yet or it was made by another backend, VMM version
-    /// or agent port, which no restore could resume.
+    /// (and a build requested) when there is none yet or it was made by another backend, VMM
+    /// version or agent port, which no restore could resume.
     pub(super) async fn usable_template(
         &self,
         image: &ImageRecord,
@@ -106,7 +108,8 @@ impl VmService {
         Ok(Some((snap, hold)))
     }
 
-    /// Same backend, VMM version and agent port as now (the parts of the gate an image cannot change).
+    /// Same backend, VMM version and agent port as now (the parts of the gate an image cannot
+    /// change).
     fn made_here(&self, snap: &SnapshotRecord) -> bool {
         let caps = self.inner.backend.capabilities();
         snap.backend == caps.kind.as_str()
@@ -188,12 +191,28 @@ impl VmService {
         match outcome {
             Ok(Some(id)) => {
                 tracing::info!(%image_id, snapshot_id = %id, secs = started.elapsed().as_secs_f64(), "snapshot.seed_ready");
+                self.event(
+                    Draft::new(
+                        EventType::SnapshotSeedReady,
+                        Some(&id),
+                        format!("Template of image {image_id} ready"),
+                    )
+                    .meta(json!({ "imageId": image_id })),
+                );
                 self.pool_wanted();
             }
             Ok(None) => {}
             Err(reason) => {
                 let reason: String = reason.chars().take(MAX_SEED_ERROR).collect();
                 tracing::warn!(%image_id, %reason, "snapshot.seed_failed");
+                self.event(
+                    Draft::new(
+                        EventType::SnapshotSeedFailed,
+                        Some(image_id),
+                        format!("Template of image {image_id} failed"),
+                    )
+                    .meta(json!({ "imageId": image_id, "error": reason })),
+                );
                 self.inner
                     .templates
                     .failed_at

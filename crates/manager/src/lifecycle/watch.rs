@@ -1,8 +1,8 @@
-//! Unexpected VMM exits (`vm-lifecycle.md` §3): a RUNNING VM whose VMM dies without a stop or destroy
-//! in progress becomes STOPPED with `lastError`; its runtime resources (run directory, helpers, TAP,
-//! host rules) are removed. An exit during another operation (a snapshot capture) is handled once
-//! that operation has let go of the VM. Internal VMs are marked the same way; the warm pool then
-//! replaces them.
+//! Unexpected VMM exits (`docs/reference/lifecycle.md` §4): a RUNNING VM whose VMM dies without a
+//! stop or destroy in progress becomes STOPPED with `lastError`; its runtime resources (run
+//! directory, helpers, TAP, host rules) are removed. An exit during another operation (a snapshot
+//! capture) is handled once that operation has let go of the VM. Internal VMs are marked the same
+//! way; the warm pool then replaces them.
 
 use super::VmService;
 use crate::model::VmState;
@@ -26,6 +26,8 @@ impl VmService {
             };
             let reason = format!("VMM exited unexpectedly ({status})");
             tracing::warn!(vm_id = %rt.vm_id, %status, "vm.exited");
+            let meta = serde_json::json!({"exitStatus": status.to_string()});
+            svc.vm_event(&vm, crate::activity::EventType::VmExited, meta);
             if let Err(e) = svc.inner.backend.cleanup(&rt).await {
                 tracing::warn!(vm_id = %rt.vm_id, error = %e, "cleanup after exit");
             }

@@ -1,5 +1,5 @@
-//! On-disk layout under `STORAGE_ROOT` (`vm-lifecycle.md` §5): per-VM directories, writable disks
-//! cloned from a blank journaled ext4 made once per size, never per VM.
+//! On-disk layout under `STORAGE_ROOT` (`docs/reference/lifecycle.md` §6): per-VM directories,
+//! writable disks cloned from a blank journaled ext4 made once per size, never per VM.
 //!
 //! `STORAGE_ROOT`, `vms/` and `vms/<id>/` are 0711 rather than the spec's 0700: the VMM's helper
 //! processes run as `JAILER_UID` from the start and must traverse to the run directory they own.
@@ -9,7 +9,7 @@ mod clone;
 pub mod snapshots;
 
 pub use clone::{can_reflink, clone_file, CloneMode};
-pub use snapshots::allocated_bytes;
+pub use snapshots::{allocated_bytes, FsUsage};
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -140,7 +140,8 @@ impl Storage {
         }
     }
 
-    /// `cache/blank/<N>m.ext4`: made once (journal on, no reserved blocks) into a temp name, renamed.
+    /// `cache/blank/<N>m.ext4`: made once (journal on, no reserved blocks) into a temp name,
+    /// renamed.
     async fn blank_disk(&self, size_mb: u64) -> Result<PathBuf, StorageError> {
         let path = self.root.join(format!("cache/blank/{size_mb}m.ext4"));
         let _guard = self.blank_lock.lock().await;

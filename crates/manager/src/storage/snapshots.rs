@@ -1,6 +1,7 @@
-//! Snapshot files (`vm-lifecycle.md` §5, §8): `snapshots/<snapId>/` holds `meta.json`, `disk.ext4`
-//! and the backend's memory/state files; a capture in progress lives in `snapshots/.tmp-<uuid>/` and
-//! becomes visible only by the rename after `meta.json` is written and synced.
+//! Snapshot files (`docs/reference/lifecycle.md` §6, §9): `snapshots/<snapId>/` holds `meta.json`,
+//! `disk.ext4` and the backend's memory/state files; a capture in progress lives in
+//! `snapshots/.tmp-<uuid>/` and becomes visible only by the rename after `meta.json` is written and
+//! synced.
 
 use super::{io, Storage, StorageError};
 use crate::model::SnapshotRecord;
@@ -135,6 +136,11 @@ impl Storage {
 
     /// Bytes an unprivileged writer may still use on `STORAGE_ROOT`'s filesystem.
     pub async fn free_bytes(&self) -> Result<u64, StorageError> {
+        Ok(self.usage().await?.available)
+    }
+
+    /// `statvfs(STORAGE_ROOT)`: size, used and available bytes of its filesystem.
+    pub async fn usage(&self) -> Result<FsUsage, StorageError> {
         let root = self.root.clone();
         blocking(move || {
             let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
@@ -146,10 +152,24 @@ impl Storage {
             }
             // SAFETY: statvfs returned 0, so the struct is initialised.
             let st = unsafe { st.assume_init() };
-            Ok(st.f_bavail.saturating_mul(st.f_frsize))
+            let block = st.f_frsize;
+            Ok(FsUsage {
+                capacity: st.f_blocks.saturating_mul(block),
+                used: st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(block),
+                available: st.f_bavail.saturating_mul(block),
+            })
         })
         .await
     }
+}
+
+/// The space of a filesystem, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    pub capacity: u64,
+    pub used: u64,
+    /// What an unprivileged writer may still use.
+    pub available: u64,
 }
 
 /// Bytes allocated on disk by a file, or by every file under a directory (holes not counted).

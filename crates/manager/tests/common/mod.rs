@@ -7,6 +7,7 @@
 //! (`scripts/test.sh` runs the manager's API tests a second time that way).
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod guest;
 pub mod netns;
 
@@ -256,6 +257,15 @@ impl TestManager {
                 serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             )
         })
+    }
+
+    /// Starts `f` on the manager's runtime (open streams, requests that must overlap).
+    pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.hosted().spawn(f)
     }
 
     pub async fn exec(&self, id: &str, body: Value) -> Resp {

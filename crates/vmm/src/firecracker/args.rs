@@ -1,5 +1,6 @@
-//! The jailer's argument vector (`vmm-backends.md` §4.1) and every Firecracker API call with its exact
-//! body (§4.2, §4.3). Pure: no I/O, so the whole launch plan is unit-tested here.
+//! The jailer's argument vector (`docs/reference/vmm-backends.md` §4.1) and every Firecracker API
+//! call with its exact body (§4.2, §4.3). Pure: no I/O, so the whole launch plan is unit-tested
+//! here.
 
 use super::cgroup::{CgroupV2, PARENT};
 use super::jail::{self, Jail};
@@ -8,7 +9,7 @@ use crate::VmSpec;
 use serde::Serialize;
 use std::ffi::OsString;
 
-/// Extra memory the VMM itself may use above the guest's (`security.md` layer 2).
+/// Extra memory the VMM itself may use above the guest's (`docs/reference/security.md` §2, row 2).
 pub const MEMORY_OVERHEAD_MIB: u64 = 128;
 /// Tasks the jailer, Firecracker's API and event threads and one thread per vCPU need, with room.
 pub const PIDS_BASE: u32 = 32;
@@ -223,8 +224,8 @@ pub fn log_calls(level: &str) -> Vec<Call> {
     ]
 }
 
-/// A cold boot, in the order of §4.2. `root=` stays in `boot_args`; so does `reboot=k` (Firecracker's
-/// exit path).
+/// A cold boot, in the order of `docs/reference/vmm-backends.md` §4.2. `root=` stays in
+/// `boot_args`; so does `reboot=k` (Firecracker's exit path).
 pub fn boot_calls(level: &str, spec: &VmSpec) -> Vec<Call> {
     let mut calls = log_calls(level);
     calls.push(Call::put(
@@ -282,7 +283,8 @@ pub fn boot_calls(level: &str, spec: &VmSpec) -> Vec<Call> {
     calls
 }
 
-/// A restore (§4.3): the log calls, then one load that resumes the VM with this VM's TAP and socket.
+/// A restore (`docs/reference/vmm-backends.md` §4.3): the log calls, then one load that resumes the
+/// VM with this VM's TAP and socket.
 pub fn restore_calls(level: &str, spec: &VmSpec) -> Vec<Call> {
     let mut calls = log_calls(level);
     calls.push(Call::put(

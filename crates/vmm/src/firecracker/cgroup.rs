@@ -1,7 +1,7 @@
-//! Cgroup v2 for Firecracker VMs (`vmm-backends.md` §4.1, §7): the parent group `rds` with the
-//! `memory`, `pids` (and, where offered, `cpu`) controllers, under which the jailer makes `rds/<vmId>`
-//! and writes the limits. Hosts without those v2 controllers (a v1 or hybrid hierarchy, as on the build
-//! machines) get no limits and a startup warning.
+//! Cgroup v2 for Firecracker VMs (`docs/reference/vmm-backends.md` §4.1, §7): the parent group
+//! `rds` with the `memory`, `pids` (and, where offered, `cpu`) controllers, under which the jailer
+//! makes `rds/<vmId>` and writes the limits. Hosts without those v2 controllers (a v1 or hybrid
+//! hierarchy, as on the build machines) get no limits and a startup warning.
 
 use std::path::PathBuf;
 use std::time::Duration;

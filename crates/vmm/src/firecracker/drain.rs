@@ -1,8 +1,8 @@
-//! Log FIFO drains (`vmm-backends.md` §4.1). Firecracker opens its log, metrics and serial outputs
-//! read-write without append, so a plain file would be overwritten from byte 0 by every run; the jail
-//! holds FIFOs instead, and one task per FIFO appends what arrives to the VM's `logs/` file, moving it
-//! to `<name>.1` past 16 MiB. While no drain runs, Firecracker's non-blocking writes past the 64 KiB pipe
-//! buffer are dropped, never blocking the VMM.
+//! Log FIFO drains (`docs/reference/vmm-backends.md` §4.1). Firecracker opens its log, metrics and
+//! serial outputs read-write without append, so a plain file would be overwritten from byte 0 by
+//! every run; the jail holds FIFOs instead, and one task per FIFO appends what arrives to the VM's
+//! `logs/` file, moving it to `<name>.1` past 16 MiB. While no drain runs, Firecracker's
+//! non-blocking writes past the 64 KiB pipe buffer are dropped, never blocking the VMM.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Log files are moved to `<name>.1` past this size (`vm-lifecycle.md` §5).
+/// Log files are moved to `<name>.1` past this size (`docs/reference/lifecycle.md` §8).
 pub const ROTATE_AT: u64 = 16 << 20;
 /// How often a drain checks that its FIFO still exists (the jail may be removed under it).
 const CHECK_EVERY: Duration = Duration::from_secs(2);

@@ -1,14 +1,15 @@
-//! The jail of one Firecracker VM (`vmm-backends.md` §4.1, §6): `<base>/<exec name>/<vmId>/root/`,
-//! holding hard links to the VM's kernel, initramfs, base rootfs, writable disk (and, for a restore, its
-//! snapshot files), three log FIFOs, and later what the jailer adds (the binary, `dev/`, the pid file) and
-//! Firecracker's sockets. Paths inside are jail-relative (`/vmlinux`), as Firecracker sees them.
+//! The jail of one Firecracker VM (`docs/reference/vmm-backends.md` §4.1, §6):
+//! `<base>/<exec name>/<vmId>/root/`, holding hard links to the VM's kernel, initramfs, base
+//! rootfs, writable disk (and, for a restore, its snapshot files), three log FIFOs, and later what
+//! the jailer adds (the binary, `dev/`, the pid file) and Firecracker's sockets. Paths inside are
+//! jail-relative (`/vmlinux`), as Firecracker sees them.
 
 use crate::VmmError;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Jail-relative names (the API bodies of §4.2 use exactly these).
+/// Jail-relative names (the API bodies of `docs/reference/vmm-backends.md` §4.2 use exactly these).
 pub const KERNEL: &str = "/vmlinux";
 pub const INITRD: &str = "/initrd";
 pub const ROOTFS: &str = "/rootfs.ext4";

@@ -44,8 +44,8 @@ pub struct JailerLauncher {
 
 impl JailerLauncher {
     /// Makes this process a child subreaper, so a Firecracker orphaned by the exiting jailer is
-    /// re-parented here and its exit status can be read (`vmm-backends.md` §6). The manager then reaps
-    /// it through `wait_exit`.
+    /// re-parented here and its exit status can be read (`docs/reference/vmm-backends.md` §6). The
+    /// manager then reaps it through `wait_exit`.
     pub fn new(jailer_bin: PathBuf) -> JailerLauncher {
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
         let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };

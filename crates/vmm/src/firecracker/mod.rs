@@ -1,4 +1,4 @@
-//! Firecracker backend (`vmm-backends.md` §4), always launched through the jailer.
+//! Firecracker backend (`docs/reference/vmm-backends.md` §4), always launched through the jailer.
 //!
 //! `prepare` builds the VM's jail: `<JAILER_CHROOT_BASE_DIR>/firecracker/<vmId>/root/` with hard links
 //! to the kernel, initramfs, base rootfs and writable disk, and FIFOs for Firecracker's log, metrics and
@@ -6,9 +6,9 @@
 //! symlink to the jail root, so the hybrid-vsock socket keeps its backend-neutral name `<run>/v.sock`.
 //! `boot` runs the jailer (which copies the binary in, makes `dev/kvm` and `dev/net/tun`, joins the
 //! cgroup, pivots, drops to `JAILER_UID`, and spawns Firecracker as PID 1 of a new PID namespace, writing
-//! its host pid to `firecracker.pid`), then configures the VM through the API in the order of §4.2.
-//! Nothing per VM is kept in memory but the drain tasks: every operation works from the [`VmRuntime`]
-//! and the jail.
+//! its host pid to `firecracker.pid`), then configures the VM through the API in the order of
+//! `docs/reference/vmm-backends.md` §4.2. Nothing per VM is kept in memory but the drain tasks:
+//! every operation works from the [`VmRuntime`] and the jail.
 
 mod api;
 pub mod args;
@@ -510,7 +510,8 @@ fn build_jail(jail: &Jail, spec: &VmSpec, owner: (u32, u32)) -> Result<(), VmmEr
     )?;
     let disk = jail.host(jail::DISK);
     jail::link_in(&spec.disk, &disk, Input::Writable, owner)?;
-    // The VM's own disk: 0600, owned by the VMM uid (`vm-lifecycle.md` §5); the link shares the inode.
+    // The VM's own disk: 0600, owned by the VMM uid (`docs/reference/lifecycle.md` §6); the link
+    // shares the inode.
     std::os::unix::fs::chown(&disk, Some(owner.0), Some(owner.1))
         .map_err(|e| VmmError::io("chown", &disk, e))?;
     std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600))

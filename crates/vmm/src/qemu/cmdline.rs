@@ -1,4 +1,5 @@
-//! Argument vectors for QEMU and the vsock helper (`vmm-backends.md` §5.1). Pure: no I/O.
+//! Argument vectors for QEMU and the vsock helper (`docs/reference/vmm-backends.md` §5.1). Pure: no
+//! I/O.
 //!
 //! The machine is `q35` with virtio-pci devices at fixed slots, not `microvm`: QEMU 7.2 cannot migrate
 //! a vhost-user vsock device, so memory snapshots unplug it first, and only a PCIe root port offers

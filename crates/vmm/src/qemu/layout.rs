@@ -1,4 +1,5 @@
-//! Names of the files in a QEMU VM's run directory (its chroot) and `logs/` (`vmm-backends.md` §6).
+//! Names of the files in a QEMU VM's run directory (its chroot) and `logs/`
+//! (`docs/reference/vmm-backends.md` §6).
 
 use crate::{VmRuntime, VmSpec, VmmError, LOG_CONSOLE, LOG_VMM, LOG_VMM_STDERR};
 use std::os::unix::ffi::OsStrExt;

@@ -1,7 +1,8 @@
-//! Memory snapshots as QEMU migrations to and from a file (`vmm-backends.md` §5.3): the state file's
-//! descriptor goes to QEMU over QMP (`getfd`), so neither the chroot nor the dropped uid matter, and
-//! `spawn=deny` (which kills `exec:` URIs) is no obstacle. With `x-ignore-shared` the stream, in
-//! `vmstate.snap`, holds device state only: guest memory travels as `mem.snap` (memory.rs).
+//! Memory snapshots as QEMU migrations to and from a file (`docs/reference/vmm-backends.md` §5.3):
+//! the state file's descriptor goes to QEMU over QMP (`getfd`), so neither the chroot nor the
+//! dropped uid matter, and `spawn=deny` (which kills `exec:` URIs) is no obstacle. With
+//! `x-ignore-shared` the stream, in `vmstate.snap`, holds device state only: guest memory travels
+//! as `mem.snap` (memory.rs).
 
 use super::qmp::Qmp;
 use crate::VmmError;

@@ -1,6 +1,7 @@
-//! QEMU backend (`vmm-backends.md` §5): `q35` machine, TCG or KVM, one `vhost-device-vsock` helper
-//! per VM providing the hybrid-vsock socket, QMP for control, memory snapshots as migrations to a file
-//! with the vsock device unplugged around them (`vsock.rs`, `migrate.rs`).
+//! QEMU backend (`docs/reference/vmm-backends.md` §5): `q35` machine, TCG or KVM, one
+//! `vhost-device-vsock` helper per VM providing the hybrid-vsock socket, QMP for control, memory
+//! snapshots as migrations to a file with the vsock device unplugged around them (`vsock.rs`,
+//! `migrate.rs`).
 //!
 //! QEMU starts as root, opens its files, chroots into the VM's run directory and drops to the configured
 //! uid:gid (`-runas` takes numeric `uid:gid` in 7.2). Both processes run in their own sessions with

@@ -1,5 +1,6 @@
-//! `POST /v1/vms/:id/files/upload`, `GET …/files/download` (`api.md` §3.9). Upload bodies are spooled
-//! to `STORAGE_ROOT/tmp` under the 10 MiB cap, then streamed to the agent; downloads stream through.
+//! `POST /v1/vms/:id/files/upload`, `GET …/files/download` (`docs/reference/api.md` §3.9). Upload
+//! bodies are spooled to `STORAGE_ROOT/tmp` under the 10 MiB cap, then streamed to the agent;
+//! downloads stream through.
 
 use crate::api::error::ApiError;
 use crate::api::extract::VmId;

@@ -1,4 +1,4 @@
-//! `/healthz` and `/readyz` (`api.md` §2).
+//! `/healthz` and `/readyz` (`docs/reference/api.md` §2).
 
 use crate::api::AppState;
 use axum::extract::State;

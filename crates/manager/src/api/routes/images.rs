@@ -1,4 +1,5 @@
-//! `/v1/images` (`api.md` §5). File bodies are streamed to the image service, never buffered.
+//! `/v1/images` (`docs/reference/api.md` §5). File bodies are streamed to the image service, never
+//! buffered.
 
 use crate::api::error::ApiError;
 use crate::api::extract::{JsonObject, KIB};
@@ -15,7 +16,7 @@ use serde_json::Value;
 use std::path::Path;
 use utoipa::ToSchema;
 
-/// An image (`api.md` §5). The `seed*` fields stay null until templates exist.
+/// An image (`docs/reference/api.md` §5). The `seed*` fields stay null until templates exist.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageView {
@@ -117,7 +118,7 @@ impl From<ImageError> for ApiError {
     }
 }
 
-/// An image id from the path: `img-<uuid>`, lowercased (`api.md` §1.8).
+/// An image id from the path: `img-<uuid>`, lowercased (`docs/reference/api.md` §1.8).
 pub struct ImageId(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ImageId {

@@ -1,4 +1,5 @@
-//! `GET /v1/vms/:id/logs` and `/exec-logs` (`api.md` §3.5–3.6): readable in any state.
+//! `GET /v1/vms/:id/logs` and `/exec-logs` (`docs/reference/api.md` §3.5–3.6): readable in any
+//! state.
 
 use crate::api::error::ApiError;
 use crate::api::extract::VmId;
@@ -10,8 +11,8 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-/// A strict query integer, clamped to `min..=max` (`api.md` §1.5).
-fn clamped(
+/// A strict query integer, clamped to `min..=max` (`docs/reference/api.md` §1.5).
+pub(crate) fn clamped(
     q: &HashMap<String, String>,
     name: &str,
     default: usize,

@@ -1,10 +1,15 @@
+pub mod admin;
+pub mod auth;
+pub mod events;
 pub mod files;
 pub mod health;
 pub mod images;
 pub mod logs;
+pub mod overview;
 pub mod runs;
 pub mod snapshots;
 pub mod vms;
+pub mod webhooks;
 
 use super::error::ApiError;
 use crate::lifecycle::LifecycleError;

@@ -1,4 +1,4 @@
-//! `POST /v1/vms/:id/exec`, `/run-ts`, `/run-js` (`api.md` §3.7–3.8).
+//! `POST /v1/vms/:id/exec`, `/run-ts`, `/run-js` (`docs/reference/api.md` §3.7–3.8).
 
 use crate::api::error::ApiError;
 use crate::api::extract::{JsonObject, VmId, KIB};

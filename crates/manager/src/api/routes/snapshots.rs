@@ -1,4 +1,4 @@
-//! `POST /v1/vms/:id/snapshots` and `/v1/snapshots` (`api.md` §3.10, §4).
+//! `POST /v1/vms/:id/snapshots` and `/v1/snapshots` (`docs/reference/api.md` §3.10, §4).
 
 use super::detached;
 use crate::api::error::ApiError;
@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use utoipa::ToSchema;
 
-/// A snapshot (`api.md` §4).
+/// A snapshot (`docs/reference/api.md` §4).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotView {

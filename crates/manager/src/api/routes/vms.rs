@@ -1,4 +1,4 @@
-//! `/v1/vms` (`api.md` §3).
+//! `/v1/vms` (`docs/reference/api.md` §3).
 
 use super::detached;
 use crate::api::error::ApiError;
