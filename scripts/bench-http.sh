@@ -61,7 +61,7 @@ local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 request = function()
   local t = {}
   for i = 1, 32 do local n = math.random(1, #chars); t[i] = chars:sub(n, n) end
-  wrk.headers["X-API-Key"] = "${dbkey%_*}_" .. table.concat(t)
+  wrk.headers["X-API-Key"] = "${dbkey:0:16}_" .. table.concat(t)
   return wrk.format("GET", "/v1/vms")
 end
 LUA

@@ -9,7 +9,7 @@ VHOST_ROOT="$CACHE/tools/vhost-device-vsock-$VHOST_VERSION"
 # postgresql: the server the DB tests run on (scripts/test-postgres.sh starts a private cluster).
 # chromium, chromium-driver: the browser the console tests drive (tests/browser_console.rs).
 PACKAGES=(qemu-system-x86 busybox-static socat debootstrap kmod cpio lz4 xfsprogs btrfs-progs
-  nftables e2fsprogs unzip procps python3-pip postgresql chromium chromium-driver)
+  nftables e2fsprogs unzip procps python3-pip python3-venv postgresql chromium chromium-driver)
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 

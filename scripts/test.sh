@@ -32,6 +32,8 @@ for t in crates/manager/tests/{api,e2e}_*.rs; do api_tests+=(--test "$(basename 
 RDS_TEST_DB=postgres RDS_TEST_IMAGE_DIR="$image" VHOST_VSOCK_BIN="$vhost" \
   cargo test -p rds-manager "${api_tests[@]}" -- --nocapture 2>&1 | tee -a "$log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1
+echo "[test] Python SDK tests against a real manager (sdk/python)" >&2
+scripts/test-sdk-python.sh "$image" "$vhost"
 echo "[test] schemathesis against a manager with the real image (no 5xx allowed), SQLite then Postgres" >&2
 scripts/schemathesis.sh "$image" "$vhost"
 RDS_SCHEMATHESIS_SECONDS=${RDS_SCHEMATHESIS_SECONDS:-60} \

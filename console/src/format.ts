@@ -26,6 +26,17 @@ export function ago(iso: string): string {
   return `${Math.round(s / 86400)} d ago`;
 }
 
+/** Time left until `iso`: "in 4 min"; "due now" once it has passed (the manager acts within seconds). */
+export function until(iso: string): string {
+  const s = Math.round((new Date(iso).getTime() - Date.now()) / 1000);
+  if (Number.isNaN(s)) return iso;
+  if (s <= 0) return "due now";
+  if (s < 60) return `in ${s} s`;
+  if (s < 3600) return `in ${Math.floor(s / 60)} min`;
+  if (s < 86400) return `in ${Math.round(s / 360) / 10} h`;
+  return `in ${Math.round(s / 8640) / 10} d`;
+}
+
 export const short = (id: string): string => (id.length > 13 ? id.slice(0, 13) : id);
 
 /** `KEY=value` lines (blank lines skipped). */

@@ -1,6 +1,11 @@
 // Response shapes of the manager API (docs/reference/api.md §3–§5, docs/reference/api-admin.md).
 
-export type VmState = "CREATED" | "STARTING" | "RUNNING" | "STOPPING" | "STOPPED" | "ERROR";
+export type VmState = "CREATED" | "STARTING" | "RUNNING" | "STOPPING" | "STOPPED" | "PAUSED" | "ERROR";
+
+/** The states `GET /v1/vms?state=` filters by, in lifecycle order. */
+export const VM_STATES: VmState[] = ["CREATED", "STARTING", "RUNNING", "PAUSED", "STOPPING", "STOPPED", "ERROR"];
+
+export type TimeoutAction = "destroy" | "pause";
 
 export interface PeerLink {
   alias: string;
@@ -23,6 +28,12 @@ export interface Vm {
   peerLinks: PeerLink[];
   createdAt: string;
   lastError: string | null;
+  /** The deadline (RFC 3339), or null when the VM has none. */
+  expiresAt: string | null;
+  /** What happens at `expiresAt`. */
+  timeoutAction: TimeoutAction;
+  /** The client's string labels ({} when none): user text, always rendered as text. */
+  metadata: Record<string, string>;
 }
 
 export interface ExecResult {
@@ -154,6 +165,7 @@ export interface Session {
 /** Activity types a webhook may subscribe to (docs/reference/api.md §7). */
 export const EVENT_TYPES = [
   "vm.created", "vm.started", "vm.stopped", "vm.exited", "vm.error", "vm.deleted",
+  "vm.paused", "vm.resumed", "vm.expired",
   "exec.command", "runTs.executed", "runJs.executed",
   "snapshot.created", "snapshot.deleted", "snapshot.seed_ready", "snapshot.seed_failed",
   "image.created", "image.kernel_uploaded", "image.rootfs_uploaded", "image.bundle_uploaded",

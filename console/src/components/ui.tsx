@@ -2,6 +2,7 @@
 import type { ComponentChildren } from "preact";
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, errorText, get } from "../api";
+import { time, until } from "../format";
 import { onLinkClick } from "../router";
 import { toast } from "../toasts";
 
@@ -26,18 +27,22 @@ export function useLoad<T>(f: () => Promise<T>, deps: unknown[] = []): Loaded<T>
   const [error, setError] = useState<ApiError | Error | undefined>(undefined);
   const [loading, setLoading] = useState(true);
   const alive = useRef(true);
+  // Only the latest load lands: an older answer (a poll of the previous filter) arriving late is dropped.
+  const seq = useRef(0);
   // eslint-disable-next-line react-hooks/exhaustive-deps
   const reload = useCallback(async () => {
+    const mine = ++seq.current;
+    const current = () => alive.current && mine === seq.current;
     setLoading(true);
     try {
       const v = await f();
-      if (!alive.current) return;
+      if (!current()) return;
       setData(v);
       setError(undefined);
     } catch (e) {
-      if (alive.current) setError(e instanceof Error ? e : new Error(String(e)));
+      if (current()) setError(e instanceof Error ? e : new Error(String(e)));
     } finally {
-      if (alive.current) setLoading(false);
+      if (current()) setLoading(false);
     }
   }, deps);
   useEffect(() => {
@@ -205,6 +210,32 @@ export function ConfirmButton(props: {
 
 export function StateBadge(props: { state: string }) {
   return <span class={`badge state-${props.state.toLowerCase()}`}>{props.state}</span>;
+}
+
+/** A VM's deadline: relative ("in 4 min"), the absolute time and the action on hover; "–" when none. */
+export function Deadline(props: { expiresAt: string | null | undefined; action?: string; testid?: string }) {
+  if (!props.expiresAt) return <span class="muted" data-testid={props.testid}>–</span>;
+  const due = until(props.expiresAt);
+  return (
+    <time dateTime={props.expiresAt} title={`${time(props.expiresAt)}${props.action ? ` (then ${props.action})` : ""}`} data-testid={props.testid}>
+      {props.action && due !== "due now" ? `${props.action} ${due}` : due}
+    </time>
+  );
+}
+
+/** Metadata as `key=value` chips. Keys and values are the client's text: text nodes only. */
+export function MetaChips(props: { metadata: Record<string, string> | null | undefined }) {
+  const pairs = Object.entries(props.metadata ?? {});
+  if (pairs.length === 0) return <span class="muted">–</span>;
+  return (
+    <span class="chips">
+      {pairs.map(([k, v]) => (
+        <span class="chip mono" key={k} title={`${k}=${v}`} data-testid="vm-meta-chip" data-key={k}>
+          {`${k}=${v}`}
+        </span>
+      ))}
+    </span>
+  );
 }
 
 /** Guest or log text in a scrollable block; always a text node. */

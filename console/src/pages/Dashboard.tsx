@@ -58,11 +58,13 @@ function OverviewCards() {
   const o = ov.data;
   const l = lists.data;
   const running = l ? l.vms.filter((v) => v.state === "RUNNING").length : undefined;
+  const paused = l ? l.vms.filter((v) => v.state === "PAUSED").length : undefined;
   return (
     <>
       <div class="stats">
         <Card label="Active VMs" value={o?.counts.activeVms ?? l?.vms.length ?? "–"} testid="stat-active-vms" />
         <Card label="Running" value={running ?? "–"} testid="stat-running" />
+        <Card label="Paused" value={paused ?? "–"} testid="stat-paused" />
         <Card label="Warm VMs" value={o?.counts.warmVms ?? "–"} testid="stat-warm" />
         <Card
           label="Snapshots"

@@ -3,13 +3,18 @@
 import { useState } from "preact/hooks";
 import { get, post } from "../api";
 import { intOrUndefined, lines, short } from "../format";
-import type { Image, Snapshot, Vm } from "../types";
+import type { Image, Snapshot, TimeoutAction, Vm } from "../types";
 import { ErrorLine, Field, useLoad, useSubmit } from "../components/ui";
 
 interface PeerRow {
   alias: string;
   vmId: string;
   sourceMode: "hidden" | "mounted";
+}
+
+interface MetaRow {
+  key: string;
+  value: string;
 }
 
 export function VmCreate(props: { vms: Vm[]; onCreated: (vm: Vm) => void; snapshotId?: string }) {
@@ -29,6 +34,9 @@ export function VmCreate(props: { vms: Vm[]; onCreated: (vm: Vm) => void; snapsh
   const [allowIps, setAllowIps] = useState("");
   const [secretEnv, setSecretEnv] = useState("");
   const [peers, setPeers] = useState<PeerRow[]>([]);
+  const [lifetime, setLifetime] = useState("");
+  const [action, setAction] = useState<TimeoutAction>("destroy");
+  const [meta, setMeta] = useState<MetaRow[]>([]);
   const { busy, error, run } = useSubmit();
 
   const submit = async (e: Event) => {
@@ -45,8 +53,18 @@ export function VmCreate(props: { vms: Vm[]; onCreated: (vm: Vm) => void; snapsh
     const secrets = secretEnv.split("\n").filter((l) => l.trim() !== "");
     if (secrets.length) body.secretEnv = secrets;
     if (peers.length) body.peerLinks = peers;
+    // Blank: not sent (no deadline, or the manager's DEFAULT_VM_TIMEOUT_SEC); "destroy" is the default.
+    const timeoutSec = intOrUndefined(lifetime);
+    if (timeoutSec !== undefined) body.timeoutSec = timeoutSec;
+    if (action !== "destroy") body.timeoutAction = action;
+    // Rows with neither key nor value are skipped; the manager checks the rest (its message shows).
+    const metadata: Record<string, string> = {};
+    for (const r of meta) if (r.key.trim() !== "" || r.value !== "") metadata[r.key.trim()] = r.value;
+    if (Object.keys(metadata).length) body.metadata = metadata;
     await run(async () => props.onCreated(await post<Vm>("/v1/vms", body)));
   };
+  const setMetaRow = (i: number, p: Partial<MetaRow>) =>
+    setMeta(meta.map((r, j) => (j === i ? { ...r, ...p } : r)));
   const setPeer = (i: number, p: Partial<PeerRow>) =>
     setPeers(peers.map((r, j) => (j === i ? { ...r, ...p } : r)));
   const images = choices.data?.images.filter((i) => i.hasKernel && i.hasRootfs) ?? [];
@@ -84,6 +102,51 @@ export function VmCreate(props: { vms: Vm[]; onCreated: (vm: Vm) => void; snapsh
           <input name="outboundInternet" type="checkbox" checked={internet} onChange={(e) => setInternet(e.currentTarget.checked)} />
           Outbound internet
         </label>
+        <Field
+          label="Lifetime (seconds)"
+          name="timeoutSec"
+          type="number"
+          min={1}
+          placeholder="no deadline"
+          value={lifetime}
+          onInput={setLifetime}
+        />
+        <label>
+          At the deadline
+          <select name="timeoutAction" value={action} onChange={(e) => setAction(e.currentTarget.value as TimeoutAction)}>
+            <option value="destroy">destroy</option>
+            <option value="pause">pause</option>
+          </select>
+        </label>
+      </div>
+      <div class="meta-rows" data-testid="vm-create-metadata">
+        <div class="small muted">Metadata (key=value labels, filterable in the list)</div>
+        {meta.map((r, i) => (
+          <div class="row" key={i}>
+            <input
+              name="metaKey"
+              placeholder="key"
+              maxLength={64}
+              value={r.key}
+              onInput={(e) => setMetaRow(i, { key: e.currentTarget.value })}
+              data-testid="vm-meta-key"
+            />
+            <input
+              name="metaValue"
+              placeholder="value"
+              maxLength={512}
+              value={r.value}
+              onInput={(e) => setMetaRow(i, { value: e.currentTarget.value })}
+              data-testid="vm-meta-value"
+            />
+            <button type="button" onClick={() => setMeta(meta.filter((_, j) => j !== i))} data-testid="vm-meta-remove">
+              Remove
+            </button>
+          </div>
+        ))}
+        <button type="button" onClick={() => setMeta([...meta, { key: "", value: "" }])} data-testid="vm-meta-add">
+          Add metadata
+        </button>
       </div>
       <details>
         <summary>Network allowlist, secrets, peers</summary>

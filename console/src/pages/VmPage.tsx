@@ -3,8 +3,9 @@ import { post } from "../api";
 import { useActivity } from "../events";
 import { short, time } from "../format";
 import { navigate, usePoll } from "../router";
+import { toast } from "../toasts";
 import type { Snapshot, Vm } from "../types";
-import { Link, LoadError, PageHead, StateBadge, useAction, useGet } from "../components/ui";
+import { Deadline, Link, LoadError, MetaChips, PageHead, StateBadge, useAction, useGet } from "../components/ui";
 import { VmActions } from "./Vms";
 import { ExecBox, RunBox } from "./VmRun";
 import { FilesBox } from "./VmFiles";
@@ -12,7 +13,48 @@ import { ExecLogs, VmLogs } from "./VmLogs";
 
 const TABS = ["Exec", "Run code", "Files", "Logs", "Exec log"] as const;
 
-function Details(props: { vm: Vm }) {
+/** Extends the deadline to now + n seconds (`POST /v1/vms/:id/timeout`), or clears it. */
+function Lifetime(props: { vm: Vm; onDone: () => void }) {
+  const [secs, setSecs] = useState("3600");
+  const [busy, run] = useAction();
+  const set = (timeoutSec: number | null) =>
+    void run(async () => {
+      await post<Vm>(`/v1/vms/${props.vm.id}/timeout`, { timeoutSec });
+      toast(timeoutSec === null ? "Deadline cleared" : `Deadline set to ${timeoutSec} s from now`, "ok");
+    }).then(props.onDone);
+  const n = Number(secs);
+  const valid = secs.trim() !== "" && Number.isInteger(n) && n > 0;
+  return (
+    <form
+      class="lifetime"
+      data-testid="vm-lifetime"
+      onSubmit={(e) => {
+        e.preventDefault();
+        if (valid) set(n);
+      }}
+    >
+      <input
+        type="number"
+        min={1}
+        name="timeoutSec"
+        aria-label="Seconds from now"
+        value={secs}
+        onInput={(e) => setSecs(e.currentTarget.value)}
+        data-testid="vm-extend-seconds"
+      />
+      <button type="submit" disabled={busy || !valid} data-testid="vm-extend">
+        Extend
+      </button>
+      {props.vm.expiresAt ? (
+        <button type="button" disabled={busy} onClick={() => set(null)} data-testid="vm-clear-deadline">
+          Clear
+        </button>
+      ) : null}
+    </form>
+  );
+}
+
+function Details(props: { vm: Vm; onChanged: () => void }) {
   const { vm } = props;
   const rows: [string, string][] = [
     ["Id", vm.id],
@@ -34,6 +76,20 @@ function Details(props: { vm: Vm }) {
           <dd class={k === "Id" || k === "Address" ? "mono" : undefined}>{v}</dd>
         </div>
       ))}
+      <div>
+        <dt>Deadline</dt>
+        <dd data-testid="vm-expires">
+          <Deadline expiresAt={vm.expiresAt} action={vm.timeoutAction} testid="vm-deadline" />
+          {vm.expiresAt ? <div class="small muted">{time(vm.expiresAt)}</div> : null}
+          {vm.state === "RUNNING" || vm.state === "STOPPED" || vm.state === "PAUSED" ? <Lifetime vm={vm} onDone={props.onChanged} /> : null}
+        </dd>
+      </div>
+      <div>
+        <dt>Metadata</dt>
+        <dd data-testid="vm-metadata">
+          <MetaChips metadata={vm.metadata} />
+        </dd>
+      </div>
       {vm.lastError ? (
         <div>
           <dt>Last error</dt>
@@ -80,7 +136,7 @@ export function VmPage(props: { id: string }) {
           <Link href="/console/snapshots">Snapshots</Link>
         </p>
       ) : null}
-      {v ? <Details vm={v} /> : null}
+      {v ? <Details vm={v} onChanged={() => void vm.reload()} /> : null}
       <div class="tabs" role="tablist">
         {TABS.map((t) => (
           <button
@@ -96,7 +152,9 @@ export function VmPage(props: { id: string }) {
       </div>
       <div class="tab-body">
         {!running && (tab === "Exec" || tab === "Run code" || tab === "Files") ? (
-          <p class="notice">The VM must be RUNNING for this.</p>
+          <p class="notice" data-testid="vm-not-running">
+            {v?.state === "PAUSED" ? "The VM is PAUSED: resume it for this." : "The VM must be RUNNING for this."}
+          </p>
         ) : null}
         {tab === "Exec" ? <ExecBox id={props.id} disabled={!running} /> : null}
         {tab === "Run code" ? <RunBox id={props.id} disabled={!running} /> : null}

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{pct, Manager};
+use common::{pct, vmm_memory, Manager};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -77,28 +77,6 @@ async fn measure_creates(m: &Manager, label: &str, body: Value, runs: usize, poo
         pct(&mut b, 0.9),
         modes.join(",")
     );
-}
-
-/// Sum of RssAnon, RssFile, RssShmem (MiB) of the QEMU and helper processes of `ids`.
-fn vmm_memory(ids: &[String]) -> (f64, f64, f64, usize) {
-    let (mut anon, mut file, mut shmem, mut n) = (0.0, 0.0, 0.0, 0);
-    for id in ids {
-        for pid in rds_testkit::pids_matching(id) {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let kb = |key: &str| -> f64 {
-                status
-                    .lines()
-                    .find(|l| l.starts_with(key))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-                    .unwrap_or(0.0)
-            };
-            anon += kb("RssAnon:") / 1024.0;
-            file += kb("RssFile:") / 1024.0;
-            shmem += kb("RssShmem:") / 1024.0;
-            n += 1;
-        }
-    }
-    (anon, file, shmem, n)
 }
 
 /// Creates `count` VMs of `body` one after the other, lets them idle, prints their VMM memory per VM,

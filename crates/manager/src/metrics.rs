@@ -100,6 +100,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "HTTP request duration by route pattern and method",
     ),
     (
+        "rds_vm_expired_total",
+        "counter",
+        "VMs whose deadline passed, by the action taken (destroy, pause)",
+    ),
+    (
         "rds_webhook_deliveries_total",
         "counter",
         "Webhook delivery attempts by result (succeeded, retry, failed)",

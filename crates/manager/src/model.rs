@@ -9,6 +9,8 @@ pub enum VmState {
     Running,
     Stopping,
     Stopped,
+    /// Memory and disk on the VM's own storage, no VMM (`docs/lifetimes.md`).
+    Paused,
     Error,
     Deleted,
 }
@@ -21,6 +23,7 @@ impl VmState {
             VmState::Running => "RUNNING",
             VmState::Stopping => "STOPPING",
             VmState::Stopped => "STOPPED",
+            VmState::Paused => "PAUSED",
             VmState::Error => "ERROR",
             VmState::Deleted => "DELETED",
         }
@@ -33,6 +36,7 @@ impl VmState {
             "RUNNING" => VmState::Running,
             "STOPPING" => VmState::Stopping,
             "STOPPED" => VmState::Stopped,
+            "PAUSED" => VmState::Paused,
             "ERROR" => VmState::Error,
             "DELETED" => VmState::Deleted,
             _ => return None,
@@ -47,11 +51,14 @@ impl VmState {
             (Deleted, _) => false,
             (_, Deleted) => true,
             (Created, Starting | Error) => true,
-            (Starting, Running | Error | Stopped) => true,
-            (Running, Stopping | Stopped) => true,
+            // A resume that fails keeps the paused memory.
+            (Starting, Running | Error | Stopped | Paused) => true,
+            (Running, Stopping | Stopped | Paused) => true,
             (Stopping, Stopped) => true,
             (Stopped, Starting) => true,
-            (Created | Starting | Running | Stopping | Stopped | Error, _) => false,
+            // Resume goes through STARTING; a stop of a paused VM drops its memory.
+            (Paused, Starting | Stopped) => true,
+            (Created | Starting | Running | Stopping | Stopped | Paused | Error, _) => false,
         }
     }
 }
@@ -86,6 +93,38 @@ pub struct VmRecord {
     pub created_at: String,
     /// `template` or `pool` for internal VMs, None for user VMs.
     pub pool_role: Option<String>,
+    /// When the VM's lifetime ends (RFC 3339 UTC), if it has one.
+    pub expires_at: Option<String>,
+    /// The lifetime last set, re-armed on resume.
+    pub timeout_sec: Option<u64>,
+    pub timeout_action: TimeoutAction,
+    /// Labels set by the client; never used for any decision of the manager.
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// What happens to a VM at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeoutAction {
+    #[default]
+    Destroy,
+    Pause,
+}
+
+impl TimeoutAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutAction::Destroy => "destroy",
+            TimeoutAction::Pause => "pause",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TimeoutAction> {
+        match s {
+            "destroy" => Some(TimeoutAction::Destroy),
+            "pause" => Some(TimeoutAction::Pause),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -199,6 +199,8 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         )]
     })?;
     vms.start_pool();
+    // After reconciliation: deadlines that passed while the manager was down apply first.
+    vms.start_expiry();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let policy = crate::webhooks::Policy {
         allow_private: settings.webhook_allow_private,

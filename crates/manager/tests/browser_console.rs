@@ -193,7 +193,7 @@ async fn raw(router: &axum::Router, req: Request<Body>) -> (http::HeaderMap, byt
 
 /// The whole console with a real guest: log in, the nav's links to the docs and Swagger UI,
 /// dashboard, create a VM through the form, exec, guest output that looks like HTML, run-ts, upload
-/// and download, logs, stop/start, snapshot and restore, images with an upload progress bar, live
+/// and download, logs, stop/start, pause/resume, snapshot and restore, images with an upload progress bar, live
 /// activity, API keys, webhooks, log out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_story() {
@@ -218,18 +218,21 @@ async fn console_story() {
         t.contains("live") && !t.contains("no live")
     })
     .await;
-    let vm = steps::create_vm(&b).await;
+    let vm = steps::create_vm(&b, &tm).await;
     steps::exec_and_guest_html(&b).await;
     steps::run_ts(&b).await;
     steps::files(&b).await;
     steps::logs(&b).await;
     steps::stop_start(&b, &vm).await;
+    steps::pause_resume(&b, &tm, &vm).await;
+    steps::deadline(&b, &tm, &vm).await;
     steps::snapshot_and_restore(&b, &vm).await;
     steps::images(&b, &image.kernel).await;
     steps::activity_live(&b, &tm).await;
     steps::api_keys(&b, &tm).await;
     steps::webhooks(&b).await;
     steps::dashboard(&b).await;
+    steps::list_filters(&b, &vm).await;
     steps::destroy(&b, &vm).await;
     steps::logout(&b).await;
     // Nothing the pages did broke the CSP or threw: no inline script or style slipped in.

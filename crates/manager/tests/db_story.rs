@@ -41,6 +41,9 @@ fn new_vm(id: &str, image_id: &str) -> NewVm {
         source_snapshot_id: None,
         backend: "qemu".into(),
         pool_role: None,
+        timeout_sec: None,
+        timeout_action: Default::default(),
+        metadata: Default::default(),
     }
 }
 

@@ -185,3 +185,25 @@ impl Drop for Manager {
         }
     }
 }
+
+/// Sum of RssAnon, RssFile, RssShmem (MiB) of the QEMU and helper processes of `ids`.
+pub fn vmm_memory(ids: &[String]) -> (f64, f64, f64, usize) {
+    let (mut anon, mut file, mut shmem, mut n) = (0.0, 0.0, 0.0, 0);
+    for id in ids {
+        for pid in rds_testkit::pids_matching(id) {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let kb = |key: &str| -> f64 {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(key))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                    .unwrap_or(0.0)
+            };
+            anon += kb("RssAnon:") / 1024.0;
+            file += kb("RssFile:") / 1024.0;
+            shmem += kb("RssShmem:") / 1024.0;
+            n += 1;
+        }
+    }
+    (anon, file, shmem, n)
+}

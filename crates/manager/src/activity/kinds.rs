@@ -38,6 +38,9 @@ event_types! {
     VmExited = "vm.exited", "vm";
     VmError = "vm.error", "vm";
     VmDeleted = "vm.deleted", "vm";
+    VmPaused = "vm.paused", "vm";
+    VmResumed = "vm.resumed", "vm";
+    VmExpired = "vm.expired", "vm";
     ExecCommand = "exec.command", "vm";
     RunTsExecuted = "runTs.executed", "vm";
     RunJsExecuted = "runJs.executed", "vm";

@@ -106,6 +106,7 @@ impl From<LifecycleError> for ApiError {
             }
             L::NotRunning(_)
             | L::WrongState { .. }
+            | L::NotInStates { .. }
             | L::Busy { .. }
             | L::NoLongerRunning(_)
             | L::ActiveTemplate { .. }
@@ -117,10 +118,11 @@ impl From<LifecycleError> for ApiError {
             | L::NoDefaultImage
             | L::NotAnOverlay
             | L::SnapshotImageMismatch { .. }
-            | L::DiskSmallerThanSnapshot(_) => StatusCode::BAD_REQUEST,
+            | L::DiskSmallerThanSnapshot(_)
+            | L::Invalid(_) => StatusCode::BAD_REQUEST,
             // The reason is the caller's diagnosis (`docs/reference/api.md` §3.10), like a failed
             // boot's.
-            L::SnapshotFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            L::SnapshotFailed(_) | L::PauseFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             L::BootFailed { cause, .. } => match cause {
                 crate::lifecycle::BootFailure::Host => StatusCode::INTERNAL_SERVER_ERROR,
                 crate::lifecycle::BootFailure::AgentUnreachable => StatusCode::BAD_GATEWAY,

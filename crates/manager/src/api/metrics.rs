@@ -84,6 +84,11 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         gauges.push(("rds_storage_used_bytes", vec![], u.used as f64));
         gauges.push(("rds_storage_capacity_bytes", vec![], u.capacity as f64));
     }
+    let (destroyed, paused) = st.vms.expired_counts();
+    for (action, n) in [("destroy", destroyed), ("pause", paused)] {
+        let labels = vec![("action", action.to_string())];
+        gauges.push(("rds_vm_expired_total", labels, n as f64));
+    }
     if let Ok(n) = st.vms.pool_ready().await {
         gauges.push(("rds_warm_pool_vms", vec![], n as f64));
     }

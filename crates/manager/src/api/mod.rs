@@ -62,12 +62,16 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use routes::{
         admin, auth as login, events, files, health, images, logs, overview, runs, snapshots,
     };
-    use routes::{vms, webhooks};
+    use routes::{pause, vms, webhooks};
     let v1 = OpenApiRouter::new()
         .routes(routes!(vms::list, vms::create))
         .routes(routes!(vms::get, vms::destroy))
         .routes(routes!(vms::start))
         .routes(routes!(vms::stop))
+        .routes(routes!(vms::update))
+        .routes(routes!(vms::set_timeout))
+        .routes(routes!(pause::pause))
+        .routes(routes!(pause::resume))
         .routes(routes!(runs::exec))
         .routes(routes!(runs::run_ts))
         .routes(routes!(runs::run_js))

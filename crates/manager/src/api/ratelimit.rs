@@ -109,6 +109,13 @@ pub struct RateKey {
     pub client: String,
 }
 
+/// The VM id of a `/vms/<id>/...` path, with or without the `/v1` prefix (the limiter runs inside
+/// the `/v1` nest, which strips it); empty for other paths.
+fn vm_of_path(path: &str) -> String {
+    let mut segs = path.split('/').skip_while(|s| *s != "vms").skip(1);
+    segs.next().unwrap_or_default().to_ascii_lowercase()
+}
+
 impl RateKey {
     fn of(req: &Request) -> RateKey {
         let principal = req
@@ -116,13 +123,7 @@ impl RateKey {
             .get::<Principal>()
             .map(Principal::rate_key)
             .unwrap_or_default();
-        let vm = req
-            .uri()
-            .path()
-            .split('/')
-            .nth(3)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let vm = vm_of_path(req.uri().path());
         RateKey {
             principal,
             vm,
@@ -266,5 +267,17 @@ mod tests {
             l.check(&post, "/auth/login", &key("", "", "10.0.0.2")),
             Verdict::Allowed { .. }
         ));
+    }
+
+    #[test]
+    fn the_vm_of_a_path() {
+        let id = "3f6c1a2e-8a4b-4c5d-9e6f-7a8b9c0d1e2f";
+        assert_eq!(super::vm_of_path(&format!("/vms/{id}/exec")), id);
+        assert_eq!(
+            super::vm_of_path(&format!("/v1/vms/{}/files/upload", id.to_uppercase())),
+            id
+        );
+        assert_eq!(super::vm_of_path("/vms"), "");
+        assert_eq!(super::vm_of_path("/images/x/kernel"), "");
     }
 }

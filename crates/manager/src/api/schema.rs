@@ -6,6 +6,7 @@
 use crate::model::VmRecord;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 use utoipa::ToSchema;
 
 /// A VM (`docs/reference/api.md` §3.1).
@@ -13,7 +14,7 @@ use utoipa::ToSchema;
 #[serde(rename_all = "camelCase")]
 pub struct VmView {
     pub id: String,
-    /// CREATED, STARTING, RUNNING, STOPPING, STOPPED or ERROR.
+    #[schema(value_type = VmStateName)]
     pub state: &'static str,
     pub cpu: u32,
     pub mem_mb: u32,
@@ -28,6 +29,76 @@ pub struct VmView {
     pub peer_links: Vec<PeerLink>,
     pub created_at: String,
     pub last_error: Option<String>,
+    /// When the VM's lifetime ends (RFC 3339 UTC, milliseconds); null: no deadline.
+    pub expires_at: Option<String>,
+    /// What happens at `expiresAt`.
+    #[schema(value_type = TimeoutActionName)]
+    pub timeout_action: &'static str,
+    /// The client's labels; `{}` when none.
+    #[schema(schema_with = metadata_schema)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A VM state (`docs/reference/lifecycle.md` §1).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VmStateName {
+    Created,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Paused,
+    Error,
+}
+
+/// What happens to a VM at its deadline: destroyed, or paused (memory kept; `resume` continues it).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeoutActionName {
+    Destroy,
+    Pause,
+}
+
+/// The metadata patterns of `docs/api.md` ("Lifetimes, pause and metadata").
+const METADATA_KEY_PATTERN: &str = "^[A-Za-z0-9_.-]{1,64}$";
+
+fn metadata_object(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(METADATA_KEY_PATTERN)),
+        ))
+}
+
+fn metadata_value() -> ObjectBuilder {
+    use crate::lifecycle::labels::MAX_METADATA_VALUE_CHARS;
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(MAX_METADATA_VALUE_CHARS))
+}
+
+/// A VM's metadata: at most 50 keys of 1-64 characters of `A-Z a-z 0-9 _ . -`, string values of at
+/// most 512 characters.
+fn metadata_schema() -> Object {
+    use crate::lifecycle::labels::MAX_METADATA_KEYS;
+    metadata_object("String labels of the client, at most 50; never interpreted by the manager.")
+        .max_properties(Some(MAX_METADATA_KEYS))
+        .additional_properties(Some(metadata_value()))
+        .build()
+}
+
+/// A metadata merge: a string sets the key, `null` removes it.
+fn metadata_patch_schema() -> Object {
+    let value = metadata_value().schema_type(SchemaType::from_iter([Type::String, Type::Null]));
+    metadata_object(
+        "A merge: a string sets the key, null removes it. The result may hold at most 50 keys.",
+    )
+    .additional_properties(Some(value))
+    .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,6 +126,9 @@ impl From<&VmRecord> for VmView {
             peer_links: Vec::new(),
             created_at: vm.created_at.clone(),
             last_error: vm.last_error.clone(),
+            expires_at: vm.expires_at.clone(),
+            timeout_action: vm.timeout_action.as_str(),
+            metadata: vm.metadata.clone(),
         }
     }
 }
@@ -89,6 +163,34 @@ pub struct CreateVmBody {
     /// Deprecated alias of `userOverlaySnapshotId`; if both are given they must be equal.
     #[schema(deprecated)]
     pub snapshot_id: Option<String>,
+    /// Lifetime in seconds, 1..MAX_VM_TIMEOUT_SEC: at `expiresAt` (now + timeoutSec) the VM is
+    /// destroyed or paused. Absent or null: DEFAULT_VM_TIMEOUT_SEC when set, else no deadline.
+    #[schema(minimum = 1)]
+    pub timeout_sec: Option<u64>,
+    /// Default `destroy`.
+    pub timeout_action: Option<TimeoutActionName>,
+    #[schema(schema_with = metadata_schema)]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /v1/vms/{id}/timeout` body.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutBody {
+    /// Required: a new deadline this many seconds from now (1..MAX_VM_TIMEOUT_SEC), or null to
+    /// clear the deadline.
+    #[schema(minimum = 1, required = true)]
+    pub timeout_sec: Option<u64>,
+    /// Replaces the VM's timeout action when given.
+    pub timeout_action: Option<TimeoutActionName>,
+}
+
+/// `PATCH /v1/vms/{id}` body. Other fields are ignored; only metadata can change.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchVmBody {
+    #[schema(schema_with = metadata_patch_schema)]
+    pub metadata: Option<BTreeMap<String, Option<String>>>,
 }
 
 /// `POST /v1/vms/{id}/exec` body (`docs/reference/api.md` §3.7).

@@ -3,7 +3,12 @@
 
 use super::error::ApiError;
 use crate::config::Limits;
+use crate::lifecycle::labels::{
+    is_metadata_key, MetadataPatch, MAX_METADATA_KEYS, MAX_METADATA_KEY_LEN,
+    MAX_METADATA_VALUE_CHARS,
+};
 use crate::lifecycle::CreateVm;
+use crate::model::TimeoutAction;
 use rds_protocol::{is_valid_env_key, ExecRequest};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -60,6 +65,12 @@ pub fn create_vm(o: &Obj, limits: &Limits) -> Result<CreateVm, ApiError> {
         }
         (a, b) => a.or(b),
     };
+    let timeout_sec = match vm_timeout(field(o, "timeoutSec"), limits)? {
+        None if limits.default_vm_timeout_sec > 0 => Some(limits.default_vm_timeout_sec),
+        t => t,
+    };
+    let timeout_action = timeout_action(field(o, "timeoutAction"))?.unwrap_or_default();
+    let metadata = metadata(field(o, "metadata"))?;
     Ok(CreateVm {
         cpu: cpu as u32,
         mem_mb: mem_mb as u32,
@@ -68,7 +79,129 @@ pub fn create_vm(o: &Obj, limits: &Limits) -> Result<CreateVm, ApiError> {
         allow_ips,
         image_id,
         snapshot_id,
+        timeout_sec,
+        timeout_action,
+        metadata,
     })
+}
+
+/// `timeoutSec`: an integer 1..=`MAX_VM_TIMEOUT_SEC`, or absent.
+fn vm_timeout(v: Option<&Value>, limits: &Limits) -> Result<Option<u64>, ApiError> {
+    let max = limits.max_vm_timeout_sec;
+    int_in(v, 1, max).transpose().map_err(|_| {
+        ApiError::bad_request(format!("timeoutSec must be an integer between 1 and {max}"))
+    })
+}
+
+/// `timeoutAction`: `destroy` or `pause`, or absent.
+fn timeout_action(v: Option<&Value>) -> Result<Option<TimeoutAction>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(Value::String(s)) if TimeoutAction::parse(s).is_some() => Ok(TimeoutAction::parse(s)),
+        Some(_) => Err(ApiError::bad_request(
+            "timeoutAction must be 'destroy' or 'pause'",
+        )),
+    }
+}
+
+/// A `POST /v1/vms/:id/timeout` body: `timeoutSec` an integer 1..=`MAX_VM_TIMEOUT_SEC` or `null`
+/// (required: `null` clears the deadline), and an optional `timeoutAction`.
+pub fn set_timeout(
+    o: &Obj,
+    limits: &Limits,
+) -> Result<(Option<u64>, Option<TimeoutAction>), ApiError> {
+    let Some(t) = o.get("timeoutSec") else {
+        return Err(ApiError::bad_request(
+            "timeoutSec is required (an integer, or null to clear the deadline)",
+        ));
+    };
+    let timeout_sec = vm_timeout(Some(t).filter(|v| !v.is_null()), limits)?;
+    let action = timeout_action(field(o, "timeoutAction"))?;
+    Ok((timeout_sec, action))
+}
+
+const METADATA_OBJECT: &str = "metadata must be an object of strings";
+
+fn metadata_key(k: &str) -> Result<(), ApiError> {
+    if is_metadata_key(k) {
+        return Ok(());
+    }
+    let shown: String = k.chars().take(100).collect();
+    Err(ApiError::bad_request(format!(
+        "metadata key '{shown}' is invalid (1-{MAX_METADATA_KEY_LEN} characters of A-Z a-z 0-9 _ . -)"
+    )))
+}
+
+fn metadata_value(k: &str, v: &str) -> Result<String, ApiError> {
+    if v.chars().count() > MAX_METADATA_VALUE_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "metadata value of '{k}' is longer than {MAX_METADATA_VALUE_CHARS} characters"
+        )));
+    }
+    if v.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "metadata value of '{k}' must not contain NUL"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+fn too_many_keys() -> ApiError {
+    ApiError::bad_request(format!(
+        "metadata may have at most {MAX_METADATA_KEYS} keys"
+    ))
+}
+
+/// Create's `metadata`: an object of at most 50 string values under valid keys; absent: `{}`.
+fn metadata(v: Option<&Value>) -> Result<BTreeMap<String, String>, ApiError> {
+    let Some(v) = v else {
+        return Ok(BTreeMap::new());
+    };
+    let Value::Object(m) = v else {
+        return Err(ApiError::bad_request(METADATA_OBJECT));
+    };
+    if m.len() > MAX_METADATA_KEYS {
+        return Err(too_many_keys());
+    }
+    let mut out = BTreeMap::new();
+    for (k, val) in m {
+        metadata_key(k)?;
+        let Value::String(s) = val else {
+            return Err(ApiError::bad_request(METADATA_OBJECT));
+        };
+        out.insert(k.clone(), metadata_value(k, s)?);
+    }
+    Ok(out)
+}
+
+/// A `PATCH /v1/vms/:id` body: `metadata`, an object whose string values set keys and whose `null`
+/// values remove them. Other fields are ignored, like unknown fields everywhere; without
+/// `metadata` nothing changes. The key count of the result is checked against the VM's current
+/// metadata by the lifecycle.
+pub fn patch_vm(o: &Obj) -> Result<MetadataPatch, ApiError> {
+    let Some(v) = field(o, "metadata") else {
+        return Ok(MetadataPatch::new());
+    };
+    let Value::Object(m) = v else {
+        return Err(ApiError::bad_request(
+            "metadata must be an object of strings or nulls",
+        ));
+    };
+    let mut out = MetadataPatch::new();
+    for (k, val) in m {
+        metadata_key(k)?;
+        let value = match val {
+            Value::Null => None,
+            Value::String(s) => Some(metadata_value(k, s)?),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "metadata must be an object of strings or nulls",
+                ))
+            }
+        };
+        out.insert(k.clone(), value);
+    }
+    Ok(out)
 }
 
 /// An optional snapshot id field: `snap-<uuid>`, lowercased.
@@ -240,6 +373,8 @@ mod tests {
             max_allow_ips: 3,
             max_exec_timeout_ms: 120_000,
             max_runts_timeout_ms: 120_000,
+            max_vm_timeout_sec: 86_400,
+            default_vm_timeout_sec: 0,
         }
     }
 
@@ -352,6 +487,140 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.allow_ips, vec!["10.0.0.0/24", "::1"]);
+    }
+
+    #[test]
+    fn lifetime_and_metadata_rules() {
+        let base = |extra: Value| {
+            let mut o = obj(json!({"cpu": 1, "memMb": 256}));
+            o.extend(obj(extra));
+            o
+        };
+        let err = |extra: Value| create_vm(&base(extra), &limits()).unwrap_err().message;
+        let timeout = "timeoutSec must be an integer between 1 and 86400";
+        for bad in [
+            json!(0),
+            json!(86_401),
+            json!(1.5),
+            json!("60"),
+            json!(-1),
+            json!(true),
+        ] {
+            assert_eq!(err(json!({ "timeoutSec": bad })), timeout);
+        }
+        for bad in [json!("Destroy"), json!(""), json!(1), json!(["pause"])] {
+            assert_eq!(
+                err(json!({ "timeoutAction": bad })),
+                "timeoutAction must be 'destroy' or 'pause'"
+            );
+        }
+        let object = "metadata must be an object of strings";
+        for bad in [
+            json!([]),
+            json!("a=b"),
+            json!({"a": 1}),
+            json!({"a": null}),
+            json!({"a": {"b": "c"}}),
+        ] {
+            assert_eq!(err(json!({ "metadata": bad })), object);
+        }
+        let many: Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+        assert_eq!(
+            err(json!({ "metadata": many })),
+            "metadata may have at most 50 keys"
+        );
+        let long_key = "k".repeat(65);
+        for bad in ["", "a b", "é", "a/b", long_key.as_str()] {
+            assert_eq!(
+                err(json!({"metadata": {bad: "v"}})),
+                format!("metadata key '{bad}' is invalid (1-64 characters of A-Z a-z 0-9 _ . -)")
+            );
+        }
+        assert_eq!(
+            err(json!({"metadata": {"a": "é".repeat(513)}})),
+            "metadata value of 'a' is longer than 512 characters"
+        );
+        assert_eq!(
+            err(json!({"metadata": {"a": "x\u{0}y"}})),
+            "metadata value of 'a' must not contain NUL"
+        );
+
+        // Valid: the limits themselves; null means absent.
+        let fifty: Map<String, Value> = (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let ok = create_vm(
+            &base(json!({"timeoutSec": 86_400, "timeoutAction": "pause", "metadata": fifty})),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(ok.timeout_sec, Some(86_400));
+        assert_eq!(ok.timeout_action, TimeoutAction::Pause);
+        assert_eq!(ok.metadata.len(), 50);
+        let key = "A-z_0.9".to_string() + &"k".repeat(57);
+        let ok = create_vm(
+            &base(json!({"metadata": {key.clone(): "é".repeat(512)}, "timeoutSec": null})),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(ok.metadata[&key].chars().count(), 512);
+        assert_eq!(ok.timeout_sec, None);
+        assert_eq!(ok.timeout_action, TimeoutAction::Destroy);
+
+        // DEFAULT_VM_TIMEOUT_SEC fills in only when timeoutSec is absent or null.
+        let mut with_default = limits();
+        with_default.default_vm_timeout_sec = 600;
+        for (body, want) in [
+            (json!({}), Some(600)),
+            (json!({"timeoutSec": null}), Some(600)),
+            (json!({"timeoutSec": 5}), Some(5)),
+        ] {
+            let ok = create_vm(&base(body), &with_default).unwrap();
+            assert_eq!(ok.timeout_sec, want);
+        }
+    }
+
+    #[test]
+    fn timeout_and_patch_bodies() {
+        let timeout = |v: Value| set_timeout(&obj(v), &limits());
+        assert_eq!(
+            timeout(json!({})).unwrap_err().message,
+            "timeoutSec is required (an integer, or null to clear the deadline)"
+        );
+        assert_eq!(
+            timeout(json!({"timeoutSec": 0})).unwrap_err().message,
+            "timeoutSec must be an integer between 1 and 86400"
+        );
+        assert_eq!(
+            timeout(json!({"timeoutSec": 5, "timeoutAction": "stop"}))
+                .unwrap_err()
+                .message,
+            "timeoutAction must be 'destroy' or 'pause'"
+        );
+        assert_eq!(timeout(json!({"timeoutSec": null})).unwrap(), (None, None));
+        assert_eq!(
+            timeout(json!({"timeoutSec": 60, "timeoutAction": "pause"})).unwrap(),
+            (Some(60), Some(TimeoutAction::Pause))
+        );
+
+        let patch = |v: Value| patch_vm(&obj(v));
+        assert!(patch(json!({})).unwrap().is_empty());
+        assert!(patch(json!({"metadata": null, "cpu": 4}))
+            .unwrap()
+            .is_empty());
+        for bad in [json!([]), json!({"a": 1}), json!({"a": ["b"]})] {
+            assert_eq!(
+                patch(json!({ "metadata": bad })).unwrap_err().message,
+                "metadata must be an object of strings or nulls"
+            );
+        }
+        assert_eq!(
+            patch(json!({"metadata": {"a b": null}}))
+                .unwrap_err()
+                .message,
+            "metadata key 'a b' is invalid (1-64 characters of A-Z a-z 0-9 _ . -)"
+        );
+        let p = patch(json!({"metadata": {"a": "1", "b": null}})).unwrap();
+        assert_eq!(p["a"].as_deref(), Some("1"));
+        assert_eq!(p["b"], None);
     }
 
     #[test]
@@ -492,6 +761,8 @@ mod run_tests {
             max_allow_ips: 3,
             max_exec_timeout_ms: 120_000,
             max_runts_timeout_ms: 60_000,
+            max_vm_timeout_sec: 86_400,
+            default_vm_timeout_sec: 0,
         }
     }
 

@@ -124,6 +124,10 @@ pub struct Limits {
     pub max_allow_ips: usize,
     pub max_exec_timeout_ms: u64,
     pub max_runts_timeout_ms: u64,
+    /// Longest `timeoutSec` a VM may have.
+    pub max_vm_timeout_sec: u64,
+    /// Lifetime of a VM created without `timeoutSec`; 0: none.
+    pub default_vm_timeout_sec: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -267,7 +271,18 @@ impl Settings {
             max_allow_ips: e.int("MAX_ALLOW_IPS", 64, 0, 4096) as usize,
             max_exec_timeout_ms: e.int("MAX_EXEC_TIMEOUT_MS", 120_000, 1000, 3_600_000),
             max_runts_timeout_ms: e.int("MAX_RUNTS_TIMEOUT_MS", 120_000, 1000, 3_600_000),
+            max_vm_timeout_sec: e.int("MAX_VM_TIMEOUT_SEC", 86_400, 1, 31_536_000),
+            default_vm_timeout_sec: e.int("DEFAULT_VM_TIMEOUT_SEC", 0, 0, 31_536_000),
         };
+        if limits.default_vm_timeout_sec > limits.max_vm_timeout_sec {
+            e.fail(
+                "DEFAULT_VM_TIMEOUT_SEC",
+                format!(
+                    "must not exceed MAX_VM_TIMEOUT_SEC={}",
+                    limits.max_vm_timeout_sec
+                ),
+            );
+        }
         let snapshots = SnapshotSettings {
             enable_snapshots: e.bool("ENABLE_SNAPSHOTS", false),
             template_cpu: e.int("SNAPSHOT_TEMPLATE_CPU", 1, 1, 32) as u32,

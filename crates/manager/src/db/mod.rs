@@ -8,6 +8,7 @@ mod activity;
 mod auth;
 mod images;
 mod internal;
+mod lifetimes;
 pub mod reconcile;
 mod snapshots;
 mod vms;

@@ -1,14 +1,15 @@
 use super::{flag, is_unique_violation, Db, DbError, Dialect};
 use crate::config::Subnet;
-use crate::model::{now_rfc3339, VmRecord, VmState};
+use crate::model::{now_rfc3339, TimeoutAction, VmRecord, VmState};
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 
 const COLUMNS: &str = "id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
     outbound_internet, allow_ips, image_id, source_snapshot_id, provision_mode, vmm_pid, vmm_start_time, \
-    vmm_boot_id, backend, last_error, created_at, pool_role";
+    vmm_boot_id, backend, last_error, created_at, pool_role, expires_at, timeout_sec, timeout_action, \
+    metadata";
 
 /// What a create stores before anything is allocated on the host.
 #[derive(Debug, Clone)]
@@ -25,6 +26,10 @@ pub struct NewVm {
     pub backend: String,
     /// `Some` for an internal VM (`template`, `pool`): hidden from the API, outside the quota.
     pub pool_role: Option<PoolRole>,
+    /// The lifetime from create, if any (the deadline is counted from the insert).
+    pub timeout_sec: Option<u64>,
+    pub timeout_action: TimeoutAction,
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// Why the manager runs an internal VM (`vms.pool_role`).
@@ -82,6 +87,8 @@ fn from_row(r: &AnyRow) -> Result<VmRecord, sqlx::Error> {
     let state: String = r.try_get("state")?;
     let ip: String = r.try_get("guest_ip")?;
     let allow: String = r.try_get("allow_ips")?;
+    let action: String = r.try_get("timeout_action")?;
+    let metadata: String = r.try_get("metadata")?;
     Ok(VmRecord {
         id: r.try_get("id")?,
         state: VmState::parse(&state).ok_or_else(|| corrupt(format!("state {state}")))?,
@@ -106,7 +113,21 @@ fn from_row(r: &AnyRow) -> Result<VmRecord, sqlx::Error> {
         last_error: r.try_get("last_error")?,
         created_at: r.try_get("created_at")?,
         pool_role: r.try_get("pool_role")?,
+        expires_at: r.try_get("expires_at")?,
+        timeout_sec: r
+            .try_get::<Option<i64>, _>("timeout_sec")?
+            .map(|v| v as u64),
+        timeout_action: TimeoutAction::parse(&action)
+            .ok_or_else(|| corrupt(format!("timeout_action {action}")))?,
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(e.to_string()))?,
     })
+}
+
+/// RFC 3339 UTC (milliseconds, as every stored time) `secs` from now.
+pub fn deadline_after(secs: u64) -> String {
+    let at =
+        chrono::Utc::now() + chrono::Duration::seconds(secs.min(i64::MAX as u64 / 1000) as i64);
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Derived identities of host index `i` (`docs/reference/lifecycle.md` §7).
@@ -226,8 +247,9 @@ impl Db {
         sqlx::query(
             "INSERT INTO vms (id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
              outbound_internet, allow_ips, image_id, source_snapshot_id, backend, pool_role, \
-             created_at, updated_at) VALUES ($1, 'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $15)",
+             created_at, updated_at, expires_at, timeout_sec, timeout_action, metadata) VALUES ($1, \
+             'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, \
+             $18, $19)",
         )
         .bind(&vm.id)
         .bind(i64::from(vm.cpu))
@@ -244,6 +266,10 @@ impl Db {
         .bind(&vm.backend)
         .bind(vm.pool_role.map(PoolRole::as_str))
         .bind(&now)
+        .bind(vm.timeout_sec.map(deadline_after))
+        .bind(vm.timeout_sec.map(|t| t as i64))
+        .bind(vm.timeout_action.as_str())
+        .bind(serde_json::to_string(&vm.metadata).unwrap_or_else(|_| "{}".into()))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -342,6 +368,45 @@ impl Db {
         sqlx::query(
             "UPDATE vms SET vmm_pid = NULL, vmm_start_time = NULL, vmm_boot_id = NULL WHERE id = $1",
         )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The lifetime of `id`: a deadline `timeout_sec` from now and that lifetime, or neither; and
+    /// the action at the deadline.
+    pub async fn set_vm_timeout(
+        &self,
+        id: &str,
+        timeout_sec: Option<u64>,
+        action: TimeoutAction,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE vms SET expires_at = $1, timeout_sec = $2, timeout_action = $3, updated_at = $4 \
+             WHERE id = $5 AND state <> 'DELETED'",
+        )
+        .bind(timeout_sec.map(deadline_after))
+        .bind(timeout_sec.map(|t| t as i64))
+        .bind(action.as_str())
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces the metadata of `id`.
+    pub async fn set_vm_metadata(
+        &self,
+        id: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE vms SET metadata = $1, updated_at = $2 WHERE id = $3 AND state <> 'DELETED'",
+        )
+        .bind(serde_json::to_string(metadata).unwrap_or_else(|_| "{}".into()))
+        .bind(now_rfc3339())
         .bind(id)
         .execute(&self.pool)
         .await?;

@@ -9,9 +9,10 @@ use super::{LifecycleError, VmService};
 use crate::activity::EventType;
 use crate::agent::AgentError;
 use crate::db::{CreateVmError, NewVm};
-use crate::model::{ImageRecord, SnapshotKind, SnapshotRecord, VmRecord, VmState};
+use crate::model::{ImageRecord, SnapshotKind, SnapshotRecord, TimeoutAction, VmRecord, VmState};
 use rds_vmm::{VmRuntime, VmSpec};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tracing::{info_span, Instrument};
 
@@ -26,6 +27,10 @@ pub struct CreateVm {
     pub image_id: Option<String>,
     /// `userOverlaySnapshotId` (or its alias `snapshotId`): the user snapshot to restore.
     pub snapshot_id: Option<String>,
+    /// The lifetime (`timeoutSec`, or `DEFAULT_VM_TIMEOUT_SEC`); None: no deadline.
+    pub timeout_sec: Option<u64>,
+    pub timeout_action: TimeoutAction,
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// What a create resolved before allocating anything.
@@ -86,6 +91,9 @@ impl VmService {
             source_snapshot_id: resume_from.map(|s| s.id.clone()),
             backend: self.inner.backend.capabilities().kind.as_str().to_string(),
             pool_role: None,
+            timeout_sec: req.timeout_sec,
+            timeout_action: req.timeout_action,
+            metadata: req.metadata,
         };
         let vm = {
             let _serial = self.inner.create_lock.lock().await;

@@ -12,11 +12,31 @@ impl VmService {
         self.get(id).await?;
         let _guard = self.begin_destroy(id).await;
         let vm = self.get(id).await?;
-        let warnings = self.teardown(&vm).await;
+        self.destroy_locked(&vm).await
+    }
+
+    /// Destroys `id` if its deadline has still passed once its lock is held (a keep-alive may
+    /// have moved it meanwhile); records `vm.expired` first. Returns whether it destroyed.
+    pub(super) async fn destroy_expired(&self, id: &str) -> Result<bool, LifecycleError> {
+        let _guard = self.begin_destroy(id).await;
+        let vm = self.get(id).await?;
+        let now = crate::model::now_rfc3339();
+        let Some(deadline) = vm.expires_at.clone().filter(|d| *d <= now) else {
+            return Ok(false);
+        };
+        tracing::info!(vm_id = %id, %deadline, "vm.expired: destroying");
+        self.expired_event(&vm, "destroy", &deadline);
+        self.destroy_locked(&vm).await?;
+        Ok(true)
+    }
+
+    async fn destroy_locked(&self, vm: &VmRecord) -> Result<(), LifecycleError> {
+        let id = vm.id.as_str();
+        let warnings = self.teardown(vm).await;
         self.inner.db.mark_deleted(id).await?;
         tracing::info!(vm_id = %id, ?warnings, "vm.deleted");
         let meta = serde_json::json!({"warnings": warnings});
-        self.vm_event(&vm, crate::activity::EventType::VmDeleted, meta);
+        self.vm_event(vm, crate::activity::EventType::VmDeleted, meta);
         self.pool_wanted();
         Ok(())
     }

@@ -15,6 +15,16 @@ pub enum LifecycleError {
         required: VmState,
         state: VmState,
     },
+    /// A state rule with several allowed states (`allowed` reads e.g. `RUNNING, STOPPED or PAUSED`).
+    #[error("VM must be {allowed} to {action} (state={state})")]
+    NotInStates {
+        action: &'static str,
+        allowed: &'static str,
+        state: VmState,
+    },
+    /// Input that breaks a rule only known once the VM is looked at (400).
+    #[error("{0}")]
+    Invalid(String),
     #[error("VM {id} is busy ({op} in progress)")]
     Busy { id: String, op: &'static str },
     #[error("VM {0} is no longer RUNNING")]
@@ -49,6 +59,9 @@ pub enum LifecycleError {
     /// A capture failed; nothing was registered and the VM was resumed (500).
     #[error("Snapshot failed: {0}")]
     SnapshotFailed(String),
+    /// A pause failed before the memory was complete; the VM runs on (500).
+    #[error("Pause failed: {0}")]
+    PauseFailed(String),
     /// Boot or provisioning failed; the VM is left in ERROR with `lastError`.
     #[error("VM {id} failed to start: {reason}")]
     BootFailed {

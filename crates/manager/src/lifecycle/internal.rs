@@ -29,6 +29,9 @@ impl VmService {
             source_snapshot_id: template.map(|t| t.id.clone()),
             backend: self.inner.backend.capabilities().kind.as_str().to_string(),
             pool_role: Some(role),
+            timeout_sec: None,
+            timeout_action: Default::default(),
+            metadata: Default::default(),
         };
         let vm = {
             let _serial = self.inner.create_lock.lock().await;

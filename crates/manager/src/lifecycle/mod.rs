@@ -7,11 +7,14 @@ mod error;
 mod events;
 pub(crate) mod exec;
 mod execlog;
+mod expiry;
 mod files;
 mod internal;
+pub(crate) mod labels;
 mod network;
 mod ops;
 mod overview;
+mod pause;
 mod pool;
 mod readiness;
 mod ready;
@@ -83,6 +86,7 @@ struct Inner {
     templates: templates::TemplateBuilds,
     pool: pool::Pool,
     activity: crate::activity::Activity,
+    expired: expiry::Expired,
 }
 
 impl VmService {
@@ -107,6 +111,7 @@ impl VmService {
                 templates: templates::TemplateBuilds::default(),
                 pool: pool::Pool::default(),
                 activity,
+                expired: expiry::Expired::default(),
             }),
         }
     }

@@ -9,7 +9,7 @@
 use super::create::{CreateVm, Failed};
 use super::{LifecycleError, VmService};
 use crate::db::{CreateVmError, PoolRole};
-use crate::model::{ImageRecord, SnapshotRecord, VmRecord, VmState};
+use crate::model::{ImageRecord, SnapshotRecord, TimeoutAction, VmRecord, VmState};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -225,6 +225,14 @@ impl VmService {
             };
             tracing::info!(vm_id = %vm.id, "vm.created (warm pool)");
             self.created_event(&vm, true);
+            // The caller's lifetime (counted from the take) and metadata, as a boot would have them.
+            let vm = match self.label_taken(&vm, req).await {
+                Ok(vm) => vm,
+                Err(failed) => {
+                    drop(guard);
+                    return Err(self.fail_handover(&vm, failed).await);
+                }
+            };
             let handed = self.apply_egress(&vm, &candidate).await;
             drop(guard);
             self.pool_wanted();
@@ -237,6 +245,30 @@ impl VmService {
             return Ok(Some(vm));
         }
         Ok(None)
+    }
+
+    /// Gives a VM just taken from the pool the create's timeout and metadata (a pool VM has none).
+    async fn label_taken(&self, vm: &VmRecord, req: &CreateVm) -> Result<VmRecord, Failed> {
+        let db = &self.inner.db;
+        if req.timeout_sec.is_none()
+            && req.timeout_action == TimeoutAction::default()
+            && req.metadata.is_empty()
+        {
+            return Ok(vm.clone());
+        }
+        db.set_vm_timeout(&vm.id, req.timeout_sec, req.timeout_action)
+            .await
+            .map_err(Failed::host)?;
+        if !req.metadata.is_empty() {
+            db.set_vm_metadata(&vm.id, &req.metadata)
+                .await
+                .map_err(Failed::host)?;
+        }
+        match db.get_vm(&vm.id).await {
+            Ok(Some(vm)) => Ok(vm),
+            Ok(None) => Err(Failed::host(format!("VM {} vanished", vm.id))),
+            Err(e) => Err(Failed::host(e)),
+        }
     }
 
     /// A taken VM whose policy could not be applied must not run: ERROR with `lastError`.

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 pub const EXITED_WHILE_DOWN: &str = "VMM exited while the manager was down";
 pub const INTERRUPTED: &str = "Interrupted by manager restart";
+pub const PAUSE_INTERRUPTED: &str = "Pause interrupted by manager restart; memory discarded";
 pub const CREATION_INTERRUPTED: &str = "Creation interrupted";
 pub const AGENT_SILENT: &str = "Agent not answering after manager restart";
 
@@ -185,6 +186,10 @@ impl VmService {
                 Some((VmState::Stopped, None))
             }
             VmState::Created => Some((VmState::Error, Some(CREATION_INTERRUPTED))),
+            // A pause that finished keeps its memory for a resume; one cut short leaves only the
+            // disk, which a start boots.
+            VmState::Paused if self.inner.storage.paused_complete(id) => None,
+            VmState::Paused => Some((VmState::Stopped, Some(PAUSE_INTERRUPTED))),
             VmState::Stopped | VmState::Error | VmState::Deleted => None,
         };
         if row.state == VmState::Deleted {

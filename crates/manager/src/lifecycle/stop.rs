@@ -1,6 +1,6 @@
-//! Stop (`docs/reference/lifecycle.md` §3): RUNNING only. Flush, ask the guest to power off, wait a
-//! bounded time, then force; runtime resources (run directory, TAP, host rules) go, disk, logs and
-//! the address stay. Nothing is copied.
+//! Stop (`docs/reference/lifecycle.md` §3): RUNNING, or PAUSED (its saved memory is dropped).
+//! Flush, ask the guest to power off, wait a bounded time, then force; runtime resources (run
+//! directory, TAP, host rules) go, disk, logs and the address stay. Nothing is copied.
 
 use super::{LifecycleError, VmService};
 use crate::activity::EventType;
@@ -15,6 +15,19 @@ impl VmService {
     pub async fn stop(&self, id: &str) -> Result<(), LifecycleError> {
         let _guard = self.begin_op(id, "stop")?;
         let vm = self.get(id).await?;
+        if vm.state == VmState::Paused {
+            // Nothing runs: the saved memory goes, the disk stays for a start.
+            let removed = self.inner.storage.remove_paused(id).await;
+            removed.map_err(|e| LifecycleError::Internal(e.to_string()))?;
+            self.inner.db.set_state(id, VmState::Stopped, None).await?;
+            tracing::info!(vm_id = %id, "vm.stopped");
+            self.vm_event(
+                &vm,
+                EventType::VmStopped,
+                serde_json::json!({"wasPaused": true}),
+            );
+            return Ok(());
+        }
         if vm.state != VmState::Running {
             return Err(LifecycleError::WrongState {
                 action: "stop",

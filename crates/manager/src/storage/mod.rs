@@ -58,6 +58,9 @@ pub struct Storage {
     blank_lock: Arc<Mutex<()>>,
 }
 
+/// Written into `paused/` once memory and device state are complete.
+pub const PAUSED_MARKER: &str = "complete";
+
 impl Storage {
     /// Creates the layout (root 0700). Cheap and idempotent.
     pub fn init(root: &Path, mode: CloneMode) -> Result<Storage, StorageError> {
@@ -101,6 +104,26 @@ impl Storage {
 
     pub fn run_dir(&self, id: &str) -> PathBuf {
         self.vm_dir(id).join("run")
+    }
+
+    /// A paused VM's memory and device state (`docs/lifetimes.md`).
+    pub fn paused_dir(&self, id: &str) -> PathBuf {
+        self.vm_dir(id).join("paused")
+    }
+
+    /// Whether the pause of `id` finished writing (its marker is the last file written).
+    pub fn paused_complete(&self, id: &str) -> bool {
+        self.paused_dir(id).join(PAUSED_MARKER).is_file()
+    }
+
+    /// Removes a paused VM's memory (after a resume, or when it is dropped).
+    pub async fn remove_paused(&self, id: &str) -> Result<(), StorageError> {
+        let dir = self.paused_dir(id);
+        snapshots::blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &dir)(e)),
+            _ => Ok(()),
+        })
+        .await
     }
 
     /// Makes `vms/<id>/` with `logs/` and a writable disk of `size_mb` cloned from the blank cache.

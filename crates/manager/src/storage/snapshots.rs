@@ -14,7 +14,7 @@ pub const SNAPSHOT_META: &str = "meta.json";
 pub const TMP_PREFIX: &str = ".tmp-";
 
 /// Runs blocking file work off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
     tokio::task::spawn_blocking(f)

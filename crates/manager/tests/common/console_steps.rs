@@ -82,14 +82,19 @@ pub async fn docs_links(b: &Browser, tm: &TestManager) {
         .await;
 }
 
-/// Creates a VM through the form (a guest boots); returns its id.
-pub async fn create_vm(b: &Browser) -> String {
+/// Creates a VM through the form (a guest boots) with a lifetime of an hour and the metadata
+/// `team=console`, both checked on the page and against the API; returns its id.
+pub async fn create_vm(b: &Browser, tm: &TestManager) -> String {
     b.click("[data-testid=nav-vms]").await;
     b.wait("[data-testid=page-vms]", 10).await;
     b.click("[data-testid=vm-new]").await;
     b.wait("[data-testid=vm-create-form]", 10).await;
     b.fill("input[name=cpu]", "1").await;
     b.fill("input[name=memMb]", "512").await;
+    b.fill("input[name=timeoutSec]", "3600").await;
+    b.click("[data-testid=vm-meta-add]").await;
+    b.fill("[data-testid=vm-meta-key]", "team").await;
+    b.fill("[data-testid=vm-meta-value]", "console").await;
     b.shot("vm-create").await;
     b.click("[data-testid=vm-create-submit]").await;
     b.wait("[data-testid=page-vm]", 300).await;
@@ -100,6 +105,23 @@ pub async fn create_vm(b: &Browser) -> String {
         .to_string();
     b.wait_text(".page-head .badge", 30, |t| t == "RUNNING")
         .await;
+    let r = tm.call(Method::GET, &format!("/v1/vms/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(r.json["expiresAt"].is_string(), "no deadline: {}", r.json);
+    assert_eq!(r.json["timeoutAction"], "destroy", "{}", r.json);
+    assert_eq!(r.json["metadata"], json!({"team": "console"}), "{}", r.json);
+    b.wait_text(
+        "[data-testid=vm-metadata] [data-testid=vm-meta-chip]",
+        10,
+        |t| t == "team=console",
+    )
+    .await;
+    b.wait_text(
+        "[data-testid=vm-expires] [data-testid=vm-deadline]",
+        10,
+        |t| t.starts_with("destroy in "),
+    )
+    .await;
     id
 }
 
@@ -217,6 +239,61 @@ pub async fn stop_start(b: &Browser, id: &str) {
     b.click("[data-testid=vm-start]").await;
     b.wait_text(".page-head .badge", 300, |t| t == "RUNNING")
         .await;
+}
+
+/// Pause and resume from the VM page: PAUSED on the page and in the API, exec refused meanwhile,
+/// then RUNNING in the same boot (the guest's boot id is unchanged) with its files.
+pub async fn pause_resume(b: &Browser, tm: &TestManager, id: &str) {
+    exec(b, "cat /proc/sys/kernel/random/boot_id").await;
+    let boot = b
+        .wait_text("[data-testid=exec-stdout]", 60, |t| t.len() == 36)
+        .await;
+    b.click("[data-testid=vm-pause]").await;
+    b.wait_text(".page-head .badge", 120, |t| t == "PAUSED")
+        .await;
+    let r = tm.call(Method::GET, &format!("/v1/vms/{id}"), None).await;
+    assert_eq!(r.json["state"], "PAUSED", "{}", r.json);
+    b.wait_text("[data-testid=vm-not-running]", 10, |t| t.contains("PAUSED"))
+        .await;
+    assert_eq!(b.count("[data-testid=vm-start]").await, 0);
+    b.wait("[data-testid=vm-stop]", 5).await;
+    b.shot("vm-paused").await;
+    b.click("[data-testid=vm-resume]").await;
+    b.wait_text(".page-head .badge", 120, |t| t == "RUNNING")
+        .await;
+    exec(
+        b,
+        "cat /proc/sys/kernel/random/boot_id /workspace/hello-console.txt",
+    )
+    .await;
+    let want = format!("{boot}\n{UPLOADED}");
+    b.wait_text("[data-testid=exec-stdout]", 60, |t| t == want)
+        .await;
+}
+
+/// Clear removes the deadline, Extend sets a new one n seconds from now (`POST /v1/vms/:id/timeout`).
+pub async fn deadline(b: &Browser, tm: &TestManager, id: &str) {
+    let expires = || async {
+        let r = tm.call(Method::GET, &format!("/v1/vms/{id}"), None).await;
+        r.json["expiresAt"].clone()
+    };
+    b.click("[data-testid=vm-clear-deadline]").await;
+    b.wait_text(
+        "[data-testid=vm-expires] [data-testid=vm-deadline]",
+        20,
+        |t| t == "–",
+    )
+    .await;
+    assert_eq!(expires().await, serde_json::Value::Null);
+    b.fill("[data-testid=vm-extend-seconds]", "7200").await;
+    b.click("[data-testid=vm-extend]").await;
+    b.wait_text(
+        "[data-testid=vm-expires] [data-testid=vm-deadline]",
+        20,
+        |t| t == "destroy in 2 h",
+    )
+    .await;
+    assert!(expires().await.is_string());
 }
 
 pub async fn snapshot_and_restore(b: &Browser, source: &str) {
@@ -375,6 +452,37 @@ pub async fn dashboard(b: &Browser) {
     b.wait_text("[data-testid=readiness] .badge", 20, |t| t == "ready")
         .await;
     b.shot("dashboard").await;
+}
+
+/// Picks the option labelled `label` of a `<select>` (Preact sets no `value` attribute on an option
+/// whose value is its text, so `option[value=…]` would not find it).
+async fn select(b: &Browser, css: &str, label: &str) {
+    let e = b.wait(css, 20).await;
+    e.select_by_label(label).await.expect("select an option");
+}
+
+/// The list's filters become query parameters of `GET /v1/vms`: state and `metadata.<key>`.
+pub async fn list_filters(b: &Browser, id: &str) {
+    b.click("[data-testid=nav-vms]").await;
+    let row = format!("tr[data-vm-id='{id}']");
+    b.wait(&row, 20).await;
+    b.wait_text(&format!("{row} [data-testid=vm-meta-chip]"), 10, |t| {
+        t == "team=console"
+    })
+    .await;
+    select(b, "[data-testid=vm-filter-state]", "PAUSED").await;
+    b.wait_gone(&row, 10).await;
+    b.wait("[data-testid=vm-list-empty]", 10).await;
+    select(b, "[data-testid=vm-filter-state]", "RUNNING").await;
+    b.wait(&row, 10).await;
+    b.fill("[data-testid=vm-filter-metadata]", "team=nobody")
+        .await;
+    b.wait_gone(&row, 10).await;
+    b.fill("[data-testid=vm-filter-metadata]", "team=console")
+        .await;
+    b.wait(&row, 10).await;
+    select(b, "[data-testid=vm-filter-state]", "any").await;
+    b.fill("[data-testid=vm-filter-metadata]", "").await;
 }
 
 pub async fn destroy(b: &Browser, id: &str) {

@@ -6,6 +6,7 @@ pub mod health;
 pub mod images;
 pub mod logs;
 pub mod overview;
+pub mod pause;
 pub mod runs;
 pub mod snapshots;
 pub mod vms;

@@ -3,18 +3,79 @@
 use super::detached;
 use crate::api::error::ApiError;
 use crate::api::extract::{JsonObject, VmId, KIB};
-use crate::api::schema::{CreateVmBody, ErrorBody, VmView};
+use crate::api::schema::{CreateVmBody, ErrorBody, PatchVmBody, TimeoutBody, VmStateName, VmView};
 use crate::api::{validate, AppState};
-use axum::extract::State;
+use crate::model::{VmRecord, VmState};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 
+/// The states a list can be filtered by (every state a listed VM can be in).
+const LISTED_STATES: [VmState; 7] = [
+    VmState::Created,
+    VmState::Starting,
+    VmState::Running,
+    VmState::Stopping,
+    VmState::Stopped,
+    VmState::Paused,
+    VmState::Error,
+];
+
+/// `GET /v1/vms` filters: VMs in one of `states` (any state when empty) whose metadata holds every
+/// pair of `metadata`.
+#[derive(Debug, Default)]
+struct ListFilter {
+    states: Vec<VmState>,
+    metadata: Vec<(String, String)>,
+}
+
+impl ListFilter {
+    /// `state=<S>` (repeatable: any of them) and `metadata.<key>=<value>` (repeatable: all of
+    /// them); other parameters are ignored.
+    fn parse(query: &[(String, String)]) -> Result<ListFilter, ApiError> {
+        let mut f = ListFilter::default();
+        for (name, value) in query {
+            if name == "state" {
+                let state = VmState::parse(value)
+                    .filter(|s| LISTED_STATES.contains(s))
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = LISTED_STATES.iter().map(|s| s.as_str()).collect();
+                        ApiError::bad_request(format!("state must be one of {}", names.join(", ")))
+                    })?;
+                f.states.push(state);
+            } else if let Some(key) = name.strip_prefix("metadata.") {
+                f.metadata.push((key.to_string(), value.clone()));
+            }
+        }
+        Ok(f)
+    }
+
+    fn matches(&self, vm: &VmRecord) -> bool {
+        (self.states.is_empty() || self.states.contains(&vm.state))
+            && self
+                .metadata
+                .iter()
+                .all(|(k, v)| vm.metadata.get(k) == Some(v))
+    }
+}
+
 #[utoipa::path(get, path = "/vms", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
+    params(("state" = Option<VmStateName>, Query,
+                description = "Only VMs in this state; repeat the parameter for any of several states"),
+           ("metadata.<key>" = Option<String>, Query,
+                description = "`metadata.<key>=<value>`: only VMs whose metadata has exactly this value under <key>; \
+                               repeat with other keys, all must match")),
     responses((status = 200, description = "User VMs, newest first", body = [VmView]),
+              (status = 400, description = "A state that is not one of the VM states", body = ErrorBody),
               (status = 401, body = ErrorBody)))]
-pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<VmView>>, ApiError> {
+pub async fn list(
+    State(st): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<Vec<VmView>>, ApiError> {
+    let filter = ListFilter::parse(&query)?;
     let vms = st.vms.list().await?;
-    Ok(Json(vms.iter().map(VmView::from).collect()))
+    let shown = vms.iter().filter(|vm| filter.matches(vm));
+    Ok(Json(shown.map(VmView::from).collect()))
 }
 
 #[utoipa::path(get, path = "/vms/{id}", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
@@ -55,6 +116,42 @@ pub async fn create(
         started.elapsed().as_secs_f64(),
     );
     Ok((StatusCode::CREATED, Json(VmView::from(&vm))))
+}
+
+#[utoipa::path(patch, path = "/vms/{id}", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")),
+    request_body = PatchVmBody,
+    responses((status = 200, description = "The VM with its metadata merged", body = VmView),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "Another operation held the VM for too long", body = ErrorBody)))]
+pub async fn update(
+    State(st): State<AppState>,
+    VmId(id): VmId,
+    JsonObject(body): JsonObject<{ 64 * KIB }>,
+) -> Result<Json<VmView>, ApiError> {
+    let changes = validate::patch_vm(&body)?;
+    let vm = if changes.is_empty() {
+        st.vms.get(&id).await?
+    } else {
+        st.vms.patch_metadata(&id, &changes).await?
+    };
+    Ok(Json(VmView::from(&vm)))
+}
+
+#[utoipa::path(post, path = "/vms/{id}/timeout", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")),
+    request_body = TimeoutBody,
+    responses((status = 200, description = "The VM with its new `expiresAt` (null: no deadline)", body = VmView),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "Not RUNNING, STOPPED or PAUSED, or busy", body = ErrorBody)))]
+pub async fn set_timeout(
+    State(st): State<AppState>,
+    VmId(id): VmId,
+    JsonObject(body): JsonObject<{ 64 * KIB }>,
+) -> Result<Json<VmView>, ApiError> {
+    let (timeout_sec, action) = validate::set_timeout(&body, &st.limits)?;
+    let vm = st.vms.set_timeout(&id, timeout_sec, action).await?;
+    Ok(Json(VmView::from(&vm)))
 }
 
 #[utoipa::path(delete, path = "/vms/{id}", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),

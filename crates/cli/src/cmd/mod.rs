@@ -1,0 +1,3 @@
+pub mod admin;
+pub mod image;
+pub mod vm;

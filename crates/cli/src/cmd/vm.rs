@@ -1,0 +1,279 @@
+//! VMs, exec and run, logs.
+
+use crate::args::{CreateArgs, ExecArgs, RunArgs, TimeoutAction, VmCmd};
+use crate::client::{Client, Failure};
+use crate::output::{cell, list_table, object, table};
+use crate::Out;
+use serde_json::{json, Map, Value};
+
+const VM_COLS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("STATE", "state"),
+    ("CPU", "cpu"),
+    ("MEM_MB", "memMb"),
+    ("IP", "guestIp"),
+    ("IMAGE", "imageId"),
+    ("CREATED", "createdAt"),
+];
+
+pub fn create_body(a: &CreateArgs, snapshot: Option<&str>) -> Value {
+    let mut b = Map::new();
+    b.insert("cpu".into(), json!(a.cpu));
+    b.insert("memMb".into(), json!(a.mem));
+    let mut opt = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            b.insert(k.into(), v);
+        }
+    };
+    opt("imageId", a.image.as_ref().map(|v| json!(v)));
+    opt("diskSizeMb", a.disk.map(|v| json!(v)));
+    opt(
+        "allowIps",
+        (!a.allow_ip.is_empty()).then(|| json!(a.allow_ip)),
+    );
+    opt("outboundInternet", a.outbound.then_some(json!(true)));
+    let snap = snapshot.or(a.snapshot.as_deref());
+    opt("userOverlaySnapshotId", snap.map(|v| json!(v)));
+    opt("timeoutSec", a.timeout.map(|v| json!(v)));
+    opt(
+        "timeoutAction",
+        a.timeout_action.map(|t| {
+            json!(match t {
+                TimeoutAction::Destroy => "destroy",
+                TimeoutAction::Pause => "pause",
+            })
+        }),
+    );
+    let meta: Map<String, Value> = a
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    opt(
+        "metadata",
+        (!meta.is_empty()).then_some(Value::Object(meta)),
+    );
+    Value::Object(b)
+}
+
+pub async fn create(c: &Client, out: &Out, body: Value) -> Result<(), Failure> {
+    let vm = c.post("/v1/vms", Some(body)).await?;
+    out.show(&vm, || object(&vm));
+    Ok(())
+}
+
+pub async fn run(c: &Client, out: &Out, cmd: VmCmd) -> Result<(), Failure> {
+    match cmd {
+        VmCmd::Create(a) => create(c, out, create_body(&a, None)).await,
+        VmCmd::Ls { state, meta } => {
+            let mut q: Vec<(&str, String)> = state.map(|s| ("state", s)).into_iter().collect();
+            let keys: Vec<String> = meta.iter().map(|(k, _)| format!("metadata.{k}")).collect();
+            for (k, (_, v)) in keys.iter().zip(&meta) {
+                q.push((k.as_str(), v.clone()));
+            }
+            let list = c.get("/v1/vms", &q).await?;
+            out.show(&list, || list_table(&list, VM_COLS));
+            Ok(())
+        }
+        VmCmd::Get { id } => {
+            let vm = c.get(&format!("/v1/vms/{id}"), &[]).await?;
+            out.show(&vm, || object(&vm));
+            Ok(())
+        }
+        VmCmd::Start { id } => action(c, out, &id, "start", "started").await,
+        VmCmd::Stop { id } => action(c, out, &id, "stop", "stopped").await,
+        VmCmd::Pause { id } => action(c, out, &id, "pause", "paused").await,
+        VmCmd::Resume { id } => action(c, out, &id, "resume", "resumed").await,
+        VmCmd::Rm { ids } => {
+            for id in &ids {
+                c.delete(&format!("/v1/vms/{id}")).await?;
+                if !out.json {
+                    println!("{id} deleted");
+                }
+            }
+            if out.json {
+                println!("{}", json!({"ok": true, "ids": ids}));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn action(c: &Client, out: &Out, id: &str, verb: &str, done: &str) -> Result<(), Failure> {
+    let v = c.post(&format!("/v1/vms/{id}/{verb}"), None).await?;
+    if v.is_null() {
+        out.done(id, done);
+    } else {
+        out.show(&v, || format!("{id} {done}\n"));
+    }
+    Ok(())
+}
+
+/// One word as the shell reads it literally.
+fn quote(w: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_./=:,@%+-".contains(c);
+    if !w.is_empty() && w.chars().all(safe) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+/// The API runs `cmd` under a shell: one argument is a command line as typed, several are argv.
+pub fn command_line(words: &[String]) -> String {
+    match words {
+        [one] => one.clone(),
+        _ => words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// Prints a command's output as the API returned it and gives the exit code to leave with.
+fn relay(out: &Out, r: &Value) -> i32 {
+    use std::io::Write;
+    if out.json {
+        println!("{r}");
+    } else {
+        let text = |k: &str| {
+            r.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let _ = std::io::stdout().write_all(text("stdout").as_bytes());
+        let _ = std::io::stderr().write_all(text("stderr").as_bytes());
+        if let Some(res) = r.get("result") {
+            println!("{res}");
+        }
+        if let Some(e) = r.get("error") {
+            eprintln!("error: {}", cell(Some(e)));
+        }
+        if r.get("timedOut") == Some(&Value::Bool(true)) {
+            eprintln!("rds: the command timed out");
+        }
+    }
+    let _ = std::io::stdout().flush();
+    match r.get("exitCode").and_then(Value::as_i64) {
+        Some(code) if (0..=255).contains(&code) => code as i32,
+        _ if r.get("timedOut") == Some(&Value::Bool(true)) => 124,
+        _ => 127,
+    }
+}
+
+pub async fn exec(c: &Client, out: &Out, a: ExecArgs) -> Result<i32, Failure> {
+    let mut body = json!({"cmd": command_line(&a.cmd)});
+    if let Some(cwd) = a.cwd {
+        body["cwd"] = json!(cwd);
+    }
+    if !a.env.is_empty() {
+        body["env"] = Value::Object(a.env.into_iter().map(|(k, v)| (k, json!(v))).collect());
+    }
+    if let Some(t) = a.timeout_ms {
+        body["timeoutMs"] = json!(t);
+    }
+    let r = c
+        .post(&format!("/v1/vms/{}/exec", a.id), Some(body))
+        .await?;
+    Ok(relay(out, &r))
+}
+
+pub async fn run_code(c: &Client, out: &Out, a: RunArgs, route: &str) -> Result<i32, Failure> {
+    let code = std::fs::read_to_string(&a.file)
+        .map_err(|e| Failure::usage(format!("{}: {e}", a.file.display())))?;
+    let mut body = json!({"code": code});
+    if !a.args.is_empty() {
+        body["args"] = json!(a.args);
+    }
+    if let Some(t) = a.timeout_ms {
+        body["timeoutMs"] = json!(t);
+    }
+    let r = c
+        .post(&format!("/v1/vms/{}/{route}", a.id), Some(body))
+        .await?;
+    Ok(relay(out, &r))
+}
+
+pub async fn logs(
+    c: &Client,
+    out: &Out,
+    id: &str,
+    kind: Option<String>,
+    tail: Option<u32>,
+) -> Result<(), Failure> {
+    let mut q = Vec::new();
+    if let Some(k) = kind {
+        q.push(("type", k));
+    }
+    if let Some(t) = tail {
+        q.push(("tail", t.to_string()));
+    }
+    let r = c.get(&format!("/v1/vms/{id}/logs"), &q).await?;
+    out.show(&r, || {
+        let lines = r
+            .get("lines")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        lines
+            .iter()
+            .map(|l| format!("{}\n", l.as_str().unwrap_or_default()))
+            .collect()
+    });
+    Ok(())
+}
+
+pub async fn exec_logs(
+    c: &Client,
+    out: &Out,
+    id: &str,
+    kind: Option<String>,
+    limit: Option<u32>,
+) -> Result<(), Failure> {
+    let mut q = Vec::new();
+    if let Some(k) = kind {
+        q.push(("type", k));
+    }
+    if let Some(l) = limit {
+        q.push(("limit", l.to_string()));
+    }
+    let r = c.get(&format!("/v1/vms/{id}/exec-logs"), &q).await?;
+    out.show(&r, || {
+        let entries = r
+            .get("entries")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let rows: Vec<Vec<String>> = entries
+            .iter()
+            .map(|e| {
+                let input = e.get("input");
+                let what = input
+                    .and_then(|i| i.get("cmd").or_else(|| i.get("path")))
+                    .filter(|v| !v.is_null())
+                    .map(|v| cell(Some(v)))
+                    .unwrap_or_else(|| "<code>".into());
+                vec![
+                    cell(e.get("timestamp")),
+                    cell(e.get("type")),
+                    cell(e.get("result").and_then(|r| r.get("exitCode"))),
+                    cell(e.get("durationMs")),
+                    crate::client::one_line(&what),
+                ]
+            })
+            .collect();
+        table(&["TIME", "TYPE", "EXIT", "MS", "INPUT"], &rows)
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_words_for_the_shell() {
+        let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(command_line(&w(&["sh", "-c", "exit 7"])), "sh -c 'exit 7'");
+        assert_eq!(command_line(&w(&["ls | wc -l"])), "ls | wc -l");
+        assert_eq!(command_line(&w(&["echo", "it's"])), r"echo 'it'\''s'");
+    }
+}

@@ -1,0 +1,157 @@
+"""What needs no manager: version tie, error mapping, retry policy, archives (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from pathlib import Path
+from typing import Callable, List
+
+import httpx
+import pytest
+
+import run_dat_sheesh as rds
+from run_dat_sheesh import _core as core
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_version_follows_the_manager() -> None:
+    cargo = (ROOT / "Cargo.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', cargo, re.M)
+    assert version is not None
+    pyproject = (ROOT / "sdk/python/pyproject.toml").read_text()
+    assert f'version = "{version.group(1)}"' in pyproject
+    assert rds.__version__ == version.group(1)
+
+
+def mock(handler: Callable[[httpx.Request], httpx.Response], **kw: object) -> rds.Client:
+    http = httpx.Client(base_url="http://rds.test", transport=httpx.MockTransport(handler))
+    return rds.Client("http://rds.test", "k", http_client=http, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "status,cls",
+    [(400, rds.ValidationError), (401, rds.AuthenticationError), (403, rds.ForbiddenError),
+     (404, rds.NotFoundError), (409, rds.ConflictError), (413, rds.ValidationError),
+     (415, rds.ValidationError), (429, rds.RateLimitError), (500, rds.ServerError),
+     (507, rds.ServerError), (405, rds.RdsError)],
+)
+def test_statuses_map_to_exceptions(status: int, cls: type) -> None:
+    c = mock(lambda r: httpx.Response(status, json={"message": "m!"}, headers={"retry-after": "7"}),
+             max_retries=0)
+    with pytest.raises(cls) as e:
+        c.images.list()
+    assert type(e.value) is cls and e.value.status == status and e.value.message == "m!"
+    if cls is rds.RateLimitError:
+        assert e.value.retry_after == 7.0
+
+
+def test_key_and_agent_header_are_sent() -> None:
+    seen: List[httpx.Request] = []
+
+    def h(r: httpx.Request) -> httpx.Response:
+        seen.append(r)
+        return httpx.Response(200, json=[])
+
+    mock(h).images.list()
+    assert seen[0].headers["x-api-key"] == "k"
+    assert seen[0].headers["user-agent"].startswith("run-dat-sheesh-python/")
+
+
+def test_idempotent_calls_retry_bounded_and_posts_never() -> None:
+    calls: List[str] = []
+
+    def h(r: httpx.Request) -> httpx.Response:
+        calls.append(r.method)
+        return httpx.Response(503, json={"message": "busy"})
+
+    c = mock(h, max_retries=2)
+    with pytest.raises(rds.ServerError):
+        c.snapshots.list()
+    assert calls == ["GET"] * 3
+    calls.clear()
+    with pytest.raises(rds.ServerError):
+        c.images.create("n", "d")
+    assert calls == ["POST"]
+
+
+def test_get_recovers_after_a_connection_error() -> None:
+    n = {"calls": 0}
+
+    def h(r: httpx.Request) -> httpx.Response:
+        n["calls"] += 1
+        if n["calls"] == 1:
+            raise httpx.ConnectError("refused", request=r)
+        return httpx.Response(200, json=[])
+
+    assert mock(h).snapshots.list() == []
+    assert n["calls"] == 2
+    with pytest.raises(rds.APIConnectionError) as e:
+        mock(lambda r: (_ for _ in ()).throw(httpx.ConnectError("down", request=r)), max_retries=0).images.list()
+    assert e.value.status is None
+
+
+def test_env_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RDS_URL", "http://example.invalid:9/")
+    monkeypatch.setenv("RDS_API_KEY", "from-env")
+    c = rds.Client()
+    assert (c.url, c.api_key) == ("http://example.invalid:9", "from-env")
+    c.close()
+
+
+def members(req: core.Req) -> dict:
+    with tarfile.open(fileobj=io.BytesIO(req.content), mode="r:gz") as t:
+        return {m.name: (t.extractfile(m).read() if m.isfile() else None) for m in t.getmembers()}  # type: ignore[union-attr]
+
+
+def test_upload_archives(tmp_path: Path) -> None:
+    r = core.upload_req("a/b.txt", b"hi")
+    assert r.params == [("dest", "/workspace/a")] and members(r) == {"b.txt": b"hi"}
+    (tmp_path / "f.sh").write_text("echo")
+    r = core.upload_req("/workspace/run.sh", tmp_path / "f.sh")
+    assert r.params == [("dest", "/workspace")] and members(r) == {"run.sh": b"echo"}
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "x").write_bytes(b"x")
+    r = core.upload_req("proj", tmp_path / "d")
+    assert r.params == [("dest", "/workspace/proj")] and members(r) == {"sub": None, "sub/x": b"x"}
+    (tmp_path / "d" / "link").symlink_to("sub")
+    with pytest.raises(ValueError, match="only regular files"):
+        core.upload_req("proj", tmp_path / "d")
+
+
+def test_extract_refuses_escapes(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        info = tarfile.TarInfo("../evil")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ValueError, match="escapes"):
+        core.extract(buf.getvalue(), tmp_path / "out")
+    assert not (tmp_path / "evil").exists()
+
+
+def test_run_needs_exactly_one_of_code_and_path() -> None:
+    with pytest.raises(ValueError):
+        core.run_req("run-js", None, None, None, None, None, None)
+    with pytest.raises(ValueError):
+        core.run_req("run-js", "1", "a.js", None, None, None, None)
+    r = core.run_req("run-ts", "1", None, None, {"A": "b"}, ["--quiet"], 5)
+    assert r.json == {"code": "1", "env": ["A=b"], "denoFlags": ["--quiet"], "timeoutMs": 5}
+
+
+def targz(*names: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for n in names:
+            info = tarfile.TarInfo(n)
+            info.size = 2
+            t.addfile(info, io.BytesIO(b"ok"))
+    return buf.getvalue()
+
+
+def test_download_takes_a_file_not_a_one_file_directory() -> None:
+    assert core.single_file(targz("a.txt"), "/workspace/dir/a.txt") == b"ok"
+    with pytest.raises(ValueError, match="not a single file"):
+        core.single_file(targz("./a.txt"), "dir")
