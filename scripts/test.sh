@@ -34,6 +34,8 @@ RDS_TEST_DB=postgres RDS_TEST_IMAGE_DIR="$image" VHOST_VSOCK_BIN="$vhost" \
 [[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1
 echo "[test] Python SDK tests against a real manager (sdk/python)" >&2
 scripts/test-sdk-python.sh "$image" "$vhost"
+echo "[test] TypeScript SDK: types drift check, then its tests against a real manager (sdk/typescript)" >&2
+scripts/test-sdk-typescript.sh "$image" "$vhost"
 echo "[test] schemathesis against a manager with the real image (no 5xx allowed), SQLite then Postgres" >&2
 scripts/schemathesis.sh "$image" "$vhost"
 RDS_SCHEMATHESIS_SECONDS=${RDS_SCHEMATHESIS_SECONDS:-60} \

@@ -94,9 +94,9 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::list_keys, admin::create_key))
         .routes(routes!(admin::revoke_key))
         .routes(routes!(overview::overview))
-        .routes(routes!(webhooks::list, webhooks::create))
-        .routes(routes!(webhooks::update, webhooks::delete))
-        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::update_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ratelimit::enforce,
@@ -141,7 +141,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     doc.paths
         .paths
         .insert("/openapi.json".into(), openapi::self_path());
-    let json = Arc::new(doc.to_json().expect("OpenAPI document serialises"));
+    let json = Arc::new(openapi::render(&doc, &state.limits));
     let router = router
         .route("/openapi.json", get(move || openapi::serve(json.clone())))
         .route("/swagger", get(swagger::index))

@@ -217,18 +217,28 @@ pub struct ExecResultView {
     pub duration_ms: u64,
 }
 
-/// `POST /v1/vms/{id}/run-ts` and `/run-js` body (`docs/reference/api.md` §3.8).
+/// `POST /v1/vms/{id}/run-ts` body (`docs/reference/api.md` §3.8): exactly one of `code` and `path`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RunBody {
+pub struct RunTsBody {
     pub code: Option<String>,
     pub path: Option<String>,
     pub args: Option<Vec<String>>,
     /// `KEY=value` entries.
     pub env: Option<Vec<String>>,
-    /// run-ts only.
     pub deno_flags: Option<Vec<String>>,
-    /// run-js only.
+    pub timeout_ms: Option<u64>,
+}
+
+/// `POST /v1/vms/{id}/run-js` body: as run-ts, with `nodeFlags` instead of `denoFlags`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunJsBody {
+    pub code: Option<String>,
+    pub path: Option<String>,
+    pub args: Option<Vec<String>>,
+    /// `KEY=value` entries.
+    pub env: Option<Vec<String>>,
     pub node_flags: Option<Vec<String>>,
     pub timeout_ms: Option<u64>,
 }

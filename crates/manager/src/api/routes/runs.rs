@@ -2,7 +2,9 @@
 
 use crate::api::error::ApiError;
 use crate::api::extract::{JsonObject, VmId, KIB};
-use crate::api::schema::{ErrorBody, ExecBody, ExecResultView, RunBody, RunResultView};
+use crate::api::schema::{
+    ErrorBody, ExecBody, ExecResultView, RunJsBody, RunResultView, RunTsBody,
+};
 use crate::api::{validate, AppState};
 use crate::lifecycle::Runtime;
 use axum::extract::State;
@@ -32,14 +34,14 @@ pub async fn exec(
 }
 
 #[utoipa::path(post, path = "/vms/{id}/run-ts", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")), request_body = RunBody,
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")), request_body = RunTsBody,
     responses((status = 200, body = RunResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn run_ts(st: State<AppState>, id: VmId, body: Body1M) -> Result<Response, ApiError> {
     run(st, id, body, Runtime::Deno).await
 }
 
 #[utoipa::path(post, path = "/vms/{id}/run-js", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
-    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")), request_body = RunBody,
+    params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")), request_body = RunJsBody,
     responses((status = 200, body = RunResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn run_js(st: State<AppState>, id: VmId, body: Body1M) -> Result<Response, ApiError> {
     run(st, id, body, Runtime::Node).await

@@ -173,7 +173,7 @@ fn event_types(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
 #[utoipa::path(get, path = "/admin/webhooks", tag = "admin", security(("SessionCookie" = [])),
     responses((status = 200, description = "Every hook, newest first", body = [WebhookView]),
               (status = 401, body = ErrorBody), (status = 403, description = "Admin session required", body = ErrorBody)))]
-pub async fn list(
+pub async fn list_webhooks(
     _admin: AdminSession,
     State(st): State<AppState>,
 ) -> Result<Json<Vec<WebhookView>>, ApiError> {
@@ -186,7 +186,7 @@ pub async fn list(
     responses((status = 201, description = "Created; secret is shown only here", body = CreatedWebhook),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, description = "Admin session required, or CSRF check failed", body = ErrorBody)))]
-pub async fn create(
+pub async fn create_webhook(
     _admin: AdminSession,
     State(st): State<AppState>,
     JsonObject(body): JsonObject<{ 64 * KIB }>,
@@ -226,7 +226,7 @@ fn patch(body: &Map<String, Value>) -> Result<WebhookPatch, ApiError> {
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, description = "Admin session required, or CSRF check failed", body = ErrorBody),
               (status = 404, body = ErrorBody)))]
-pub async fn update(
+pub async fn update_webhook(
     _admin: AdminSession,
     State(st): State<AppState>,
     UuidId(id): UuidId,
@@ -243,7 +243,7 @@ pub async fn update(
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, description = "Admin session required, or CSRF check failed", body = ErrorBody),
               (status = 404, body = ErrorBody)))]
-pub async fn delete(
+pub async fn delete_webhook(
     _admin: AdminSession,
     State(st): State<AppState>,
     UuidId(id): UuidId,
@@ -259,7 +259,7 @@ pub async fn delete(
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, description = "Admin session required", body = ErrorBody),
               (status = 404, body = ErrorBody)))]
-pub async fn deliveries(
+pub async fn list_deliveries(
     _admin: AdminSession,
     State(st): State<AppState>,
     UuidId(id): UuidId,

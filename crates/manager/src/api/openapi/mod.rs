@@ -2,6 +2,9 @@
 //! the router registers (`utoipa-axum`), so the document cannot list a route the server lacks or
 //! miss one it serves.
 
+mod constraints;
+
+use crate::config::Limits;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -42,6 +45,32 @@ pub fn self_path() -> utoipa::openapi::PathItem {
         )
         .build();
     utoipa::openapi::PathItem::new(HttpMethod::Get, op)
+}
+
+/// The served JSON: the derived document with the validators' rules written in.
+pub fn render(doc: &utoipa::openapi::OpenApi, limits: &Limits) -> String {
+    let mut json = serde_json::to_value(doc).expect("OpenAPI document serialises");
+    constraints::apply(&mut json, limits);
+    unique_operation_ids(&mut json);
+    json.to_string()
+}
+
+/// Handlers of different modules share names (`list`, `get`, `create`), and utoipa takes the
+/// function name as the `operationId`, which OpenAPI requires to be unique: each becomes
+/// `<tag>_<name>` (`vms_list`, `images_list`).
+fn unique_operation_ids(doc: &mut serde_json::Value) {
+    let mut seen = std::collections::HashSet::new();
+    for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
+        for op in item.as_object_mut().expect("path item").values_mut() {
+            let Some(id) = op.get("operationId").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let tag = op["tags"][0].as_str().unwrap_or("api");
+            let unique = format!("{tag}_{id}");
+            assert!(seen.insert(unique.clone()), "operationId {unique} twice");
+            op["operationId"] = serde_json::Value::String(unique);
+        }
+    }
 }
 
 pub async fn serve(json: std::sync::Arc<String>) -> impl axum::response::IntoResponse {
