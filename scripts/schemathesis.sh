@@ -60,6 +60,7 @@ manager="${CARGO_TARGET_DIR:-$repo/target}/debug/run-dat-sheesh"
 [[ -x "$manager" ]] || cargo build -q -p rds-manager
 
 env "${db_env[@]}" API_KEY=$key ADMIN_EMAIL=a@b.c ADMIN_PASSWORD=schemathesis-pw PORT=$port \
+  VM_SECRET_KEY="schemathesis-vm-secret-key-$key" \
   STORAGE_ROOT="$work/s" KERNEL_PATH="$IMAGE/vmlinux" INITRD_PATH="$IMAGE/initrd" \
   BASE_ROOTFS_PATH="$IMAGE/rootfs.ext4" VHOST_VSOCK_BIN="$VHOST" VSOCK_HEALTH_TIMEOUT_MS=120000 \
   MAX_VMS=2 RATE_LIMIT_GLOBAL=0 RATE_LIMIT_VM_CREATE=0 RATE_LIMIT_EXEC=0 RATE_LIMIT_RUN_TS=0 \

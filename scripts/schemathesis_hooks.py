@@ -8,6 +8,8 @@ Schema cannot state:
 - Bodies are I-JSON (RFC 7493): a number beyond the IEEE double range or a lone surrogate in a
   string is refused as invalid JSON, wherever it appears (unknown fields included). Such numbers
   are brought into range and lone surrogates replaced by U+FFFD.
+- A create's `secretEnv` must not repeat a key, which a schema cannot say of `KEY=value` strings:
+  later entries for a key already given are dropped.
 """
 
 import schemathesis
@@ -31,8 +33,23 @@ def _i_json(value):
     return value
 
 
+def _unique_secret_keys(body):
+    entries = body.get("secretEnv")
+    if not isinstance(entries, list):
+        return body
+    seen, kept = set(), []
+    for e in entries:
+        key = e.split("=", 1)[0] if isinstance(e, str) else e
+        if key not in seen:
+            seen.add(key)
+            kept.append(e)
+    return {**body, "secretEnv": kept}
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     meta = case.meta
     if meta is not None and meta.generation.mode.is_positive and isinstance(case.body, (dict, list)):
         case.body = _i_json(case.body)
+        if isinstance(case.body, dict):
+            case.body = _unique_secret_keys(case.body)

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use rds_protocol::{messages, MAX_PATH_BYTES, WORKSPACE};
+use rds_protocol::{messages, MAX_PATH_BYTES};
 
 /// A caller's path after the lexical checks: components relative to the workspace root, never `.`/`..`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,53 +53,12 @@ impl WorkspacePath {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    #[error("Path contains a NUL byte")]
-    Nul,
-    #[error("Path is longer than {MAX_PATH_BYTES} bytes")]
-    TooLong,
-    #[error("{}", messages::ONLY_WORKSPACE)]
-    OutsideWorkspace,
-    #[error("{}", messages::PATH_ESCAPES)]
-    Escapes,
-}
+pub use rds_protocol::workspace::PathError;
 
-/// Applies the lexical rules: relative paths start at `/workspace`, absolute ones must be `/workspace` or
-/// below, and `..` may not climb above it.
+/// Applies the lexical rules (`rds_protocol::workspace`): relative paths start at `/workspace`,
+/// absolute ones must be `/workspace` or below, and `..` may not climb above it.
 pub fn normalize(path: &str) -> Result<WorkspacePath, PathError> {
-    if path.contains('\0') {
-        return Err(PathError::Nul);
-    }
-    if path.len() > MAX_PATH_BYTES {
-        return Err(PathError::TooLong);
-    }
-    let rest = if path.starts_with('/') {
-        let after = path
-            .strip_prefix(WORKSPACE)
-            .ok_or(PathError::OutsideWorkspace)?;
-        if !(after.is_empty() || after.starts_with('/')) {
-            return Err(PathError::OutsideWorkspace);
-        }
-        after.trim_start_matches('/')
-    } else {
-        path
-    };
-    let mut out = PathBuf::new();
-    for component in Path::new(rest).components() {
-        match component {
-            Component::Normal(name) => out.push(name),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(PathError::Escapes);
-                }
-            }
-            // `rest` is relative, so neither can appear; refuse rather than guess.
-            Component::RootDir | Component::Prefix(_) => return Err(PathError::Escapes),
-        }
-    }
-    Ok(WorkspacePath(out))
+    rds_protocol::workspace::workspace_relative(path).map(WorkspacePath)
 }
 
 /// Why [`open_dir`] failed.

@@ -105,6 +105,24 @@ pub enum VmCmd {
     Pause { id: String },
     /// Restore a PAUSED VM
     Resume { id: String },
+    /// Set a VM's deadline to SECONDS from now, or clear it with `off` (keep-alive)
+    Timeout {
+        id: String,
+        /// Seconds from now, or `off`
+        seconds: String,
+        /// Also change what happens at the deadline
+        #[arg(long, value_enum)]
+        action: Option<TimeoutAction>,
+    },
+    /// Set labels (key=value) and remove others (--rm key)
+    Label {
+        id: String,
+        #[arg(value_parser = parse_kv)]
+        set: Vec<(String, String)>,
+        /// Label to remove (repeatable)
+        #[arg(long = "rm")]
+        remove: Vec<String>,
+    },
     /// Destroy VMs
     Rm {
         #[arg(required = true)]
@@ -144,6 +162,10 @@ pub struct CreateArgs {
     /// Label key=value (repeatable)
     #[arg(long = "metadata", short = 'm', value_parser = parse_kv)]
     pub metadata: Vec<(String, String)>,
+    /// Secret for the VM's programs: KEY=value, or KEY to take the value from this environment
+    /// (keeps it out of shell history and process lists); repeatable
+    #[arg(long = "secret-env", value_parser = parse_secret)]
+    pub secret_env: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -275,6 +297,16 @@ pub enum WebhooksCmd {
         #[arg(long)]
         limit: Option<u32>,
     },
+}
+
+/// `KEY=value` as given, or `KEY` completed from the environment.
+pub fn parse_secret(s: &str) -> Result<String, String> {
+    if s.contains('=') {
+        return Ok(s.to_string());
+    }
+    std::env::var(s)
+        .map(|v| format!("{s}={v}"))
+        .map_err(|_| format!("{s} is not set in the environment (give KEY=value or export {s})"))
 }
 
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {

@@ -65,6 +65,10 @@ impl Manager {
             .env("BASE_ROOTFS_PATH", &image.rootfs)
             .env("VHOST_VSOCK_BIN", vhost)
             .env("VSOCK_HEALTH_TIMEOUT_MS", "120000")
+            .env(
+                "VM_SECRET_KEY",
+                "cli-test-vm-secret-key-of-32-chars-or-more",
+            )
             .env("RATE_LIMIT_EXEC", "0")
             .env("RATE_LIMIT_VM_CREATE", "0")
             .env("RUST_LOG", "warn")
@@ -237,17 +241,32 @@ fn cli_against_a_real_manager() {
     m.ok(&["image", "rm", &img_id]);
 
     // VM create, list (table and JSON with a metadata filter).
-    let vm = m.json(&[
-        "vm",
-        "create",
-        "--cpu",
-        "1",
-        "--mem",
-        "512",
-        "-m",
-        "suite=cli",
-    ]);
+    // A secret named alone takes its value from the CLI's environment.
+    let created = m.rds_with(
+        &[
+            "--json",
+            "vm",
+            "create",
+            "--cpu",
+            "1",
+            "--mem",
+            "512",
+            "-m",
+            "suite=cli",
+            "--secret-env",
+            "CLI_TOKEN",
+            "--secret-env",
+            "PLAIN=abcd1234",
+        ],
+        &[("CLI_TOKEN", "from-the-env-5678")],
+    );
+    assert!(created.status.success(), "{created:?}");
+    let vm: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
     let id = vm["id"].as_str().expect("vm id").to_string();
+    let seen = m.ok(&["exec", &id, "--", "echo \"$CLI_TOKEN $PLAIN\""]);
+    assert_eq!(seen, "from-the-env-5678 abcd1234\n");
+    let missing = m.rds(&["vm", "create", "--secret-env", "RDS_TEST_UNSET_VAR"]);
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
     assert_eq!(vm["state"], "RUNNING");
     let table = m.ok(&["vm", "ls"]);
     assert!(table.starts_with("ID ") && table.contains(&id), "{table}");
@@ -255,6 +274,26 @@ fn cli_against_a_real_manager() {
     assert_eq!(filtered.as_array().unwrap().len(), 1, "{filtered}");
     let none = m.json(&["vm", "ls", "--meta", "suite=other"]);
     assert_eq!(none, serde_json::json!([]));
+
+    // Deadline set, then cleared (keep-alive); labels set and removed.
+    let timed = m.json(&["vm", "timeout", &id, "600", "--action", "pause"]);
+    assert!(timed["expiresAt"].is_string(), "{timed}");
+    assert_eq!(timed["timeoutAction"], "pause");
+    let cleared = m.json(&["vm", "timeout", &id, "off"]);
+    assert!(cleared["expiresAt"].is_null(), "{cleared}");
+    let labelled = m.json(&["vm", "label", &id, "team=red", "--rm", "nothing"]);
+    assert_eq!(
+        labelled["metadata"],
+        serde_json::json!({"suite": "cli", "team": "red"})
+    );
+    let unlabelled = m.json(&["vm", "label", &id, "--rm", "team"]);
+    assert_eq!(unlabelled["metadata"], serde_json::json!({"suite": "cli"}));
+    let bad = m.rds(&["vm", "timeout", &id, "soon"]);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert_eq!(
+        stderr(&bad),
+        "error: timeout must be seconds or 'off', got 'soon'\n"
+    );
 
     // Exec: output relayed, the command's exit code passed through.
     let out = m.rds(&[

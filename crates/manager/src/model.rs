@@ -100,6 +100,8 @@ pub struct VmRecord {
     pub timeout_action: TimeoutAction,
     /// Labels set by the client; never used for any decision of the manager.
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// The sealed secretEnv (`secret_env::SecretKey::seal`); None when the VM has none.
+    pub secret_env: Option<String>,
 }
 
 /// What happens to a VM at its deadline.

@@ -150,6 +150,10 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         default_disk_mb: settings.default_disk_mb(),
         disk_wait_ms: settings.disks.overlay_device_wait_ms,
         provision: provision_settings(&settings.snapshots),
+        secret_key: settings
+            .vm_secret_key
+            .as_deref()
+            .map(|k| Arc::new(crate::secret_env::SecretKey::derive(k))),
     };
     let net = Network::setup(network_settings(settings))
         .await

@@ -532,6 +532,7 @@ async fn bundles_defaults_deletes_and_images_in_use() {
             timeout_sec: None,
             timeout_action: Default::default(),
             metadata: Default::default(),
+            secret_env: None,
         },
         10,
         &tm.settings.vm_subnet,

@@ -108,6 +108,7 @@ async fn row(db: &Db, tm: &TestManager, state: VmState, metadata: Value) -> Stri
         timeout_sec: None,
         timeout_action: Default::default(),
         metadata,
+        secret_env: None,
     };
     db.create_vm(&new, 100, &tm.settings.vm_subnet)
         .await

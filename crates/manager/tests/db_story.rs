@@ -44,6 +44,7 @@ fn new_vm(id: &str, image_id: &str) -> NewVm {
         timeout_sec: None,
         timeout_action: Default::default(),
         metadata: Default::default(),
+        secret_env: None,
     }
 }
 

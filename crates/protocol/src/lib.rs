@@ -7,6 +7,7 @@ pub mod files;
 pub mod handshake;
 mod run;
 mod system;
+pub mod workspace;
 
 pub use run::{
     RunRequest, RunResult, FORBIDDEN_DENO_FLAGS, FORBIDDEN_NODE_FLAGS, MAX_RUN_ARGS, MAX_RUN_ENV,

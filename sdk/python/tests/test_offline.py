@@ -155,3 +155,11 @@ def test_download_takes_a_file_not_a_one_file_directory() -> None:
     assert core.single_file(targz("a.txt"), "/workspace/dir/a.txt") == b"ok"
     with pytest.raises(ValueError, match="not a single file"):
         core.single_file(targz("./a.txt"), "dir")
+
+
+def test_create_sends_secret_env_as_key_value_strings() -> None:
+    req = core.create_vm(1, 256, None, None, None, None, None, None, None,
+                         secret_env={"TOKEN": "abcd1234", "EMPTY": ""})
+    assert req.json is not None and req.json["secretEnv"] == ["TOKEN=abcd1234", "EMPTY="]
+    plain = core.create_vm(1, 256, None, None, None, None, None, None, None)
+    assert plain.json is not None and "secretEnv" not in plain.json

@@ -42,6 +42,8 @@ export type CreateOptions = Partial<
     "cpu" | "memMb" | "imageId" | "diskSizeMb" | "allowIps" | "outboundInternet" | "timeoutSec" | "timeoutAction" | "metadata"
   >
 > & {
+  /** Secrets for the VM's programs as `KEY=value` (needs VM_SECRET_KEY); write-only. */
+  secretEnv?: string[];
   /** A user snapshot to restore (`userOverlaySnapshotId`). */
   snapshotId?: string;
 };

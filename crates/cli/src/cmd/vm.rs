@@ -4,6 +4,7 @@ use crate::args::{CreateArgs, ExecArgs, RunArgs, TimeoutAction, VmCmd};
 use crate::client::{Client, Failure};
 use crate::output::{cell, list_table, object, table};
 use crate::Out;
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 const VM_COLS: &[(&str, &str)] = &[
@@ -37,12 +38,7 @@ pub fn create_body(a: &CreateArgs, snapshot: Option<&str>) -> Value {
     opt("timeoutSec", a.timeout.map(|v| json!(v)));
     opt(
         "timeoutAction",
-        a.timeout_action.map(|t| {
-            json!(match t {
-                TimeoutAction::Destroy => "destroy",
-                TimeoutAction::Pause => "pause",
-            })
-        }),
+        a.timeout_action.map(|t| json!(action_name(t))),
     );
     let meta: Map<String, Value> = a
         .metadata
@@ -53,7 +49,18 @@ pub fn create_body(a: &CreateArgs, snapshot: Option<&str>) -> Value {
         "metadata",
         (!meta.is_empty()).then_some(Value::Object(meta)),
     );
+    opt(
+        "secretEnv",
+        (!a.secret_env.is_empty()).then(|| json!(a.secret_env)),
+    );
     Value::Object(b)
+}
+
+fn action_name(a: TimeoutAction) -> &'static str {
+    match a {
+        TimeoutAction::Destroy => "destroy",
+        TimeoutAction::Pause => "pause",
+    }
 }
 
 pub async fn create(c: &Client, out: &Out, body: Value) -> Result<(), Failure> {
@@ -84,6 +91,35 @@ pub async fn run(c: &Client, out: &Out, cmd: VmCmd) -> Result<(), Failure> {
         VmCmd::Stop { id } => action(c, out, &id, "stop", "stopped").await,
         VmCmd::Pause { id } => action(c, out, &id, "pause", "paused").await,
         VmCmd::Resume { id } => action(c, out, &id, "resume", "resumed").await,
+        VmCmd::Timeout {
+            id,
+            seconds,
+            action,
+        } => {
+            let secs = match seconds.as_str() {
+                "off" => Value::Null,
+                s => json!(s.parse::<u64>().map_err(|_| {
+                    Failure::usage(format!("timeout must be seconds or 'off', got '{s}'"))
+                })?),
+            };
+            let mut body = json!({ "timeoutSec": secs });
+            if let Some(a) = action {
+                body["timeoutAction"] = json!(action_name(a));
+            }
+            let vm = c.post(&format!("/v1/vms/{id}/timeout"), Some(body)).await?;
+            out.show(&vm, || object(&vm));
+            Ok(())
+        }
+        VmCmd::Label { id, set, remove } => {
+            let mut patch: Map<String, Value> =
+                set.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            patch.extend(remove.into_iter().map(|k| (k, Value::Null)));
+            let body = json!({ "metadata": patch });
+            let path = format!("/v1/vms/{id}");
+            let vm = c.call(Method::PATCH, &path, &[], Some(body)).await?;
+            out.show(&vm, || object(&vm));
+            Ok(())
+        }
         VmCmd::Rm { ids } => {
             for id in &ids {
                 c.delete(&format!("/v1/vms/{id}")).await?;

@@ -171,6 +171,11 @@ pub struct CreateVmBody {
     pub timeout_action: Option<TimeoutActionName>,
     #[schema(schema_with = metadata_schema)]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Write-only `KEY=value` secrets (`docs/secret-env.md`): at most 64, unique keys, each value
+    /// empty or at least 4 bytes; sealed with VM_SECRET_KEY, injected into every exec, run-ts and
+    /// run-js of this VM and never shown again. Needs VM_SECRET_KEY.
+    #[schema(write_only)]
+    pub secret_env: Option<Vec<String>>,
 }
 
 /// `POST /v1/vms/{id}/timeout` body.

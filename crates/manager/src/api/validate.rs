@@ -68,6 +68,7 @@ pub fn create_vm(o: &Obj, limits: &Limits) -> Result<CreateVm, ApiError> {
         }
         (a, b) => a.or(b),
     };
+    let secret_env = secret_env(field(o, "secretEnv"))?;
     let timeout_sec = match vm_timeout(field(o, "timeoutSec"), limits)? {
         None if limits.default_vm_timeout_sec > 0 => Some(limits.default_vm_timeout_sec),
         t => t,
@@ -85,7 +86,53 @@ pub fn create_vm(o: &Obj, limits: &Limits) -> Result<CreateVm, ApiError> {
         timeout_sec,
         timeout_action,
         metadata,
+        secret_env,
     })
+}
+
+/// `secretEnv` (`docs/secret-env.md`): at most 64 `KEY=value` strings, valid and unique keys, each
+/// value empty or at least 4 bytes (so scrubbing it cannot erase common text), no NUL. Whether
+/// `VM_SECRET_KEY` is set is the route's check, after these.
+fn secret_env(v: Option<&Value>) -> Result<crate::secret_env::Entries, ApiError> {
+    use crate::secret_env::{MAX_ENTRIES, MIN_VALUE_BYTES};
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    let bad_list = || {
+        ApiError::bad_request(format!(
+            "secretEnv must be an array of at most {MAX_ENTRIES} strings"
+        ))
+    };
+    let Value::Array(items) = v else {
+        return Err(bad_list());
+    };
+    if items.len() > MAX_ENTRIES {
+        return Err(bad_list());
+    }
+    let mut out: crate::secret_env::Entries = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let entry = match item {
+            Value::String(s) if !s.contains('\0') => s.split_once('='),
+            _ => None,
+        };
+        let Some((k, val)) = entry.filter(|(k, _)| is_valid_env_key(k)) else {
+            return Err(ApiError::bad_request(format!(
+                "secretEnv entry {i} must be KEY=value with a valid KEY"
+            )));
+        };
+        if out.iter().any(|(seen, _)| seen == k) {
+            return Err(ApiError::bad_request(format!(
+                "secretEnv key {k} is duplicated"
+            )));
+        }
+        if !val.is_empty() && val.len() < MIN_VALUE_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "secretEnv value of {k} must be empty or at least {MIN_VALUE_BYTES} bytes"
+            )));
+        }
+        out.push((k.to_string(), val.to_string()));
+    }
+    Ok(out)
 }
 
 /// `timeoutSec`: an integer 1..=`MAX_VM_TIMEOUT_SEC`, or absent.

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 const COLUMNS: &str = "id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
     outbound_internet, allow_ips, image_id, source_snapshot_id, provision_mode, vmm_pid, vmm_start_time, \
     vmm_boot_id, backend, last_error, created_at, pool_role, expires_at, timeout_sec, timeout_action, \
-    metadata";
+    metadata, secret_env";
 
 /// What a create stores before anything is allocated on the host.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct NewVm {
     pub timeout_sec: Option<u64>,
     pub timeout_action: TimeoutAction,
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// Sealed for this VM's id.
+    pub secret_env: Option<String>,
 }
 
 /// Why the manager runs an internal VM (`vms.pool_role`).
@@ -120,6 +122,7 @@ fn from_row(r: &AnyRow) -> Result<VmRecord, sqlx::Error> {
         timeout_action: TimeoutAction::parse(&action)
             .ok_or_else(|| corrupt(format!("timeout_action {action}")))?,
         metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(e.to_string()))?,
+        secret_env: r.try_get("secret_env")?,
     })
 }
 
@@ -247,9 +250,9 @@ impl Db {
         sqlx::query(
             "INSERT INTO vms (id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
              outbound_internet, allow_ips, image_id, source_snapshot_id, backend, pool_role, \
-             created_at, updated_at, expires_at, timeout_sec, timeout_action, metadata) VALUES ($1, \
-             'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, \
-             $18, $19)",
+             created_at, updated_at, expires_at, timeout_sec, timeout_action, metadata, secret_env) \
+             VALUES ($1, 'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, \
+             $16, $17, $18, $19, $20)",
         )
         .bind(&vm.id)
         .bind(i64::from(vm.cpu))
@@ -270,6 +273,7 @@ impl Db {
         .bind(vm.timeout_sec.map(|t| t as i64))
         .bind(vm.timeout_action.as_str())
         .bind(serde_json::to_string(&vm.metadata).unwrap_or_else(|_| "{}".into()))
+        .bind(&vm.secret_env)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -396,6 +400,17 @@ impl Db {
         Ok(())
     }
 
+    /// Replaces the sealed secretEnv of `id` (a warm-pool VM taken by a create); None clears it.
+    pub async fn set_vm_secret_env(&self, id: &str, sealed: Option<&str>) -> Result<(), DbError> {
+        sqlx::query("UPDATE vms SET secret_env = $1, updated_at = $2 WHERE id = $3")
+            .bind(sealed)
+            .bind(now_rfc3339())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Replaces the metadata of `id`.
     pub async fn set_vm_metadata(
         &self,
@@ -413,12 +428,12 @@ impl Db {
         Ok(())
     }
 
-    /// Tombstone: DELETED, address released, VMM identity cleared, in one transaction.
+    /// Tombstone: DELETED, address released, VMM identity and secrets cleared, in one transaction.
     pub async fn mark_deleted(&self, id: &str) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE vms SET state = 'DELETED', vmm_pid = NULL, vmm_start_time = NULL, \
-             vmm_boot_id = NULL, updated_at = $1 WHERE id = $2",
+             vmm_boot_id = NULL, secret_env = NULL, updated_at = $1 WHERE id = $2",
         )
         .bind(now_rfc3339())
         .bind(id)

@@ -31,6 +31,8 @@ pub struct CreateVm {
     pub timeout_sec: Option<u64>,
     pub timeout_action: TimeoutAction,
     pub metadata: BTreeMap<String, String>,
+    /// Plain secretEnv entries: sealed for the VM's id before they are stored.
+    pub secret_env: crate::secret_env::Entries,
 }
 
 /// What a create resolved before allocating anything.
@@ -80,8 +82,10 @@ impl VmService {
         };
         let overlay = plan.source.as_ref().map(|(snap, _)| snap);
         let resume_from = overlay.or(template.as_ref().map(|(t, _)| t));
+        let id = uuid::Uuid::new_v4().to_string();
+        let secret_env = self.seal_secret_env(&id, &req.secret_env)?;
         let new = NewVm {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             cpu: req.cpu,
             mem_mb: req.mem_mb,
             disk_size_mb: plan.disk_size_mb,
@@ -94,6 +98,7 @@ impl VmService {
             timeout_sec: req.timeout_sec,
             timeout_action: req.timeout_action,
             metadata: req.metadata,
+            secret_env,
         };
         let vm = {
             let _serial = self.inner.create_lock.lock().await;

@@ -32,13 +32,6 @@ impl VmService {
         self.event(draft.meta(meta).redact(self.secret_values(vm)));
     }
 
-    /// The values to scrub from `vm`'s events (docs/reference/lifecycle.md §8): its secretEnv
-    /// values. The hook for secretEnv, which VMs do not have yet; until then there is nothing to
-    /// scrub.
-    pub(super) fn secret_values(&self, _vm: &VmRecord) -> Vec<String> {
-        Vec::new()
-    }
-
     /// Records any event (snapshots, templates).
     pub(super) fn event(&self, draft: Draft) {
         self.inner.activity.record(draft);

@@ -5,6 +5,7 @@ use super::{LifecycleError, VmService};
 use crate::activity::{scrub, EventType};
 use crate::agent::{truncate_chars, AgentError};
 use crate::model::{VmRecord, VmState};
+use crate::secret_env;
 use rds_protocol::{paths, ExecRequest, ExecResult, RunRequest, RunResult};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -30,18 +31,29 @@ impl VmService {
         timeout_ms: u64,
     ) -> Result<ExecResult, LifecycleError> {
         let vm = self.running(id).await?;
+        let secrets = self.open_secret_env(&vm)?;
+        let sent;
+        let req_to_agent = if secrets.is_empty() {
+            req
+        } else {
+            // The caller's env, then the secrets over it.
+            let mut merged = req.clone();
+            merged.env.extend(secrets.iter().cloned());
+            sent = merged;
+            &sent
+        };
         let result = self
             .agent_for(id)
-            .call_json::<_, ExecResult>(paths::EXEC, req, self.run_deadline(timeout_ms))
+            .call_json::<_, ExecResult>(paths::EXEC, req_to_agent, self.run_deadline(timeout_ms))
             .await;
         let result = match result {
             Ok(r) => r,
             Err(e) => return Err(self.explain_agent_error(id, e).await),
         };
-        self.log_exec(id, req, &result).await;
+        self.log_exec(id, req, &result, &secrets).await;
         // Scrubbed (docs/reference/api.md §7) before the cut, so no fragment of a secret survives
         // it.
-        let cmd = scrub::scrub_str(&req.cmd, &self.secret_values(&vm));
+        let cmd = scrub::scrub_str(&req.cmd, &secret_env::values(&secrets));
         self.vm_event(
             &vm,
             EventType::ExecCommand,
@@ -61,20 +73,43 @@ impl VmService {
         timeout_ms: u64,
     ) -> Result<RunReply, LifecycleError> {
         let vm = self.running(id).await?;
+        let secrets = self.open_secret_env(&vm)?;
         req.allow_net = runtime == Runtime::Deno && vm.outbound_internet;
         let path = match runtime {
             Runtime::Deno => paths::RUN_TS,
             Runtime::Node => paths::RUN_JS,
         };
+        let sent;
+        let req_to_agent = if secrets.is_empty() {
+            &req
+        } else {
+            // The caller's entries for other keys, then the secrets.
+            let mut merged = req.clone();
+            merged.env.retain(|e| {
+                let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+                !secret_env::has_key(&secrets, key)
+            });
+            merged
+                .env
+                .extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));
+            if merged.env.len() > rds_protocol::MAX_RUN_ENV {
+                return Err(LifecycleError::Invalid(format!(
+                    "env and secretEnv together have more than {} entries",
+                    rds_protocol::MAX_RUN_ENV
+                )));
+            }
+            sent = merged;
+            &sent
+        };
         let result = self
             .agent_for(id)
-            .call_json::<_, RunReply>(path, &req, self.run_deadline(timeout_ms))
+            .call_json::<_, RunReply>(path, req_to_agent, self.run_deadline(timeout_ms))
             .await;
         let result = match result {
             Ok(r) => r,
             Err(e) => return Err(self.explain_agent_error(id, e).await),
         };
-        self.log_run(id, runtime, &req, &result).await;
+        self.log_run(id, runtime, &req, &result, &secrets).await;
         let kind = match runtime {
             Runtime::Deno => EventType::RunTsExecuted,
             Runtime::Node => EventType::RunJsExecuted,

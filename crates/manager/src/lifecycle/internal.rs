@@ -32,6 +32,7 @@ impl VmService {
             timeout_sec: None,
             timeout_action: Default::default(),
             metadata: Default::default(),
+            secret_env: None,
         };
         let vm = {
             let _serial = self.inner.create_lock.lock().await;

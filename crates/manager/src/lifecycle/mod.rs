@@ -21,6 +21,7 @@ mod ready;
 mod reconcile;
 mod reconcile_snapshots;
 mod restore;
+mod secrets;
 mod snapshot;
 mod snapshots;
 mod start;
@@ -54,6 +55,8 @@ pub struct LifecycleSettings {
     pub default_disk_mb: u64,
     pub disk_wait_ms: u64,
     pub provision: ProvisionSettings,
+    /// Derived once from `VM_SECRET_KEY`; None without one (creates with secretEnv are refused).
+    pub secret_key: Option<Arc<crate::secret_env::SecretKey>>,
 }
 
 /// Templates and the warm pool (`docs/snapshots.md` Templates, Warm pool).

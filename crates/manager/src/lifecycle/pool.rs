@@ -247,14 +247,24 @@ impl VmService {
         Ok(None)
     }
 
-    /// Gives a VM just taken from the pool the create's timeout and metadata (a pool VM has none).
+    /// Gives a VM just taken from the pool the create's timeout, metadata and secrets (a pool VM
+    /// has none).
     async fn label_taken(&self, vm: &VmRecord, req: &CreateVm) -> Result<VmRecord, Failed> {
         let db = &self.inner.db;
         if req.timeout_sec.is_none()
             && req.timeout_action == TimeoutAction::default()
             && req.metadata.is_empty()
+            && req.secret_env.is_empty()
         {
             return Ok(vm.clone());
+        }
+        if !req.secret_env.is_empty() {
+            let sealed = self
+                .seal_secret_env(&vm.id, &req.secret_env)
+                .map_err(Failed::host)?;
+            db.set_vm_secret_env(&vm.id, sealed.as_deref())
+                .await
+                .map_err(Failed::host)?;
         }
         db.set_vm_timeout(&vm.id, req.timeout_sec, req.timeout_action)
             .await

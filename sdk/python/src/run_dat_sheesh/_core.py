@@ -114,6 +114,7 @@ def create_vm(
     timeout_action: Optional[str],
     metadata: Optional[Mapping[str, str]],
     snapshot_id: Optional[str] = None,
+    secret_env: Optional[Mapping[str, str]] = None,
 ) -> Req:
     body = drop_none(
         {
@@ -127,6 +128,8 @@ def create_vm(
             "timeoutAction": timeout_action,
             "metadata": dict(metadata) if metadata is not None else None,
             "userOverlaySnapshotId": snapshot_id,
+            # Write-only: sealed by the manager, never shown again (docs/secret-env.md).
+            "secretEnv": [f"{k}={v}" for k, v in secret_env.items()] if secret_env else None,
         }
     )
     # The answer comes once the guest is RUNNING: a cold boot under emulation takes a while.

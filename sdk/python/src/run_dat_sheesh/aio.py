@@ -115,9 +115,10 @@ class AsyncSandboxes:
         timeout_action: Optional[str] = None,
         metadata: Optional[Mapping[str, str]] = None,
         snapshot_id: Optional[str] = None,
+        secret_env: Optional[Mapping[str, str]] = None,
     ) -> "AsyncSandbox":
         req = core.create_vm(cpu, mem_mb, image_id, disk_size_mb, allow_ips, outbound_internet,
-                             timeout_sec, timeout_action, metadata, snapshot_id)
+                             timeout_sec, timeout_action, metadata, snapshot_id, secret_env)
         return AsyncSandbox(self._c, await self._c._json(req, VM.from_json))
 
     async def list(

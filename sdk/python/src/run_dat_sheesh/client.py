@@ -90,10 +90,11 @@ class Sandboxes:
         timeout_action: Optional[str] = None,
         metadata: Optional[Mapping[str, str]] = None,
         snapshot_id: Optional[str] = None,
+        secret_env: Optional[Mapping[str, str]] = None,
     ) -> "Sandbox":
         """Creates a VM and returns once it is RUNNING. `snapshot_id` restores a user snapshot."""
         req = core.create_vm(cpu, mem_mb, image_id, disk_size_mb, allow_ips, outbound_internet,
-                             timeout_sec, timeout_action, metadata, snapshot_id)
+                             timeout_sec, timeout_action, metadata, snapshot_id, secret_env)
         return Sandbox(self._c, self._c._json(req, VM.from_json))
 
     def list(

@@ -749,6 +749,12 @@ export interface components {
             } | null;
             outboundInternet?: boolean | null;
             /**
+             * @description Write-only `KEY=value` secrets (`docs/secret-env.md`): at most 64, unique keys, each value
+             *     empty or at least 4 bytes; sealed with VM_SECRET_KEY, injected into every exec, run-ts and
+             *     run-js of this VM and never shown again. Needs VM_SECRET_KEY.
+             */
+            secretEnv?: string[] | null;
+            /**
              * @deprecated
              * @description Deprecated alias of `userOverlaySnapshotId`; if both are given they must be equal.
              */

@@ -270,6 +270,13 @@ fn vm_bodies(doc: &mut Value, l: &Limits) {
         "required": ["userOverlaySnapshotId", "snapshotId"],
         "properties": {"userOverlaySnapshotId": {"type": "string"}, "snapshotId": {"type": "string"}}}}),
     );
+    // Unique keys cannot be stated (uniqueItems compares whole entries).
+    set(
+        doc,
+        &prop(c, "secretEnv"),
+        json!({"maxItems": crate::secret_env::MAX_ENTRIES, "items": {"type": "string",
+            "pattern": "^[A-Za-z_][A-Za-z0-9_]*=(?:[^\\u0000]{4,})?$"}}),
+    );
     for body in [c, "PatchVmBody"] {
         // `null` means absent, as on every optional field.
         set(

@@ -63,6 +63,14 @@ pub async fn upload(
         .filter(|d| !d.is_empty())
         .ok_or_else(|| ApiError::bad_request("dest is required"))?;
     st.vms.running(&id).await?;
+    // The agent refuses such a dest before it reads the body, which would cut the stream short:
+    // answer its 400 here instead of streaming into a closed connection.
+    rds_protocol::workspace::workspace_relative(dest).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{}: {e}",
+            rds_protocol::files::messages::INVALID_UPLOAD
+        ))
+    })?;
     let spool = Spool(
         st.vms
             .spool_dir()

@@ -96,6 +96,9 @@ pub async fn create(
     JsonObject(body): JsonObject<{ 64 * KIB }>,
 ) -> Result<(StatusCode, Json<VmView>), ApiError> {
     let req = validate::create_vm(&body, &st.limits)?;
+    if !req.secret_env.is_empty() && !st.vms.secret_env_enabled() {
+        return Err(ApiError::bad_request(crate::secret_env::NEEDS_KEY));
+    }
     let started = std::time::Instant::now();
     let vms = st.vms.clone();
     let created = detached(async move { vms.create(req).await }).await;
