@@ -232,6 +232,7 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
         expose_internal_errors: settings.expose_internal_errors,
         metrics,
         limiter: Arc::new(api::ratelimit::Limiter::new(settings.rate_limits.clone())),
+        vm_subnet: settings.vm_subnet,
         backend_info: Arc::new(BackendInfo {
             backend: caps.kind.as_str(),
             accel: caps.accel.as_str(),

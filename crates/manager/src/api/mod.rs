@@ -12,6 +12,7 @@ mod openapi;
 pub mod ratelimit;
 mod routes;
 mod schema;
+mod sources;
 mod swagger;
 mod validate;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub backend_info: Arc<BackendInfo>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub limiter: Arc<ratelimit::Limiter>,
+    /// Requests from these addresses are guests' (`sources::refuse_guests`).
+    pub vm_subnet: crate::config::Subnet,
 }
 
 /// The router and the OpenAPI document built from the same registrations.
@@ -150,6 +153,10 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(docs_site::routes())
         .merge(console::routes())
         .fallback(console::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sources::refuse_guests,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::request_envelope,
