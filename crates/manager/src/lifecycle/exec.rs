@@ -147,9 +147,17 @@ impl VmService {
             return e.into();
         }
         match self.inner.db.get_vm(id).await {
-            Ok(Some(vm)) if vm.state == VmState::Running => e.into(),
+            // The row can still say RUNNING for a moment after the VMM died (the exit watcher
+            // records it): the process itself decides.
+            Ok(Some(vm)) if vm.state == VmState::Running && self.vmm_alive(&vm) => e.into(),
             _ => LifecycleError::NoLongerRunning(id.to_string()),
         }
+    }
+
+    /// Whether `vm`'s recorded VMM process still runs (a zombie does not).
+    fn vmm_alive(&self, vm: &VmRecord) -> bool {
+        self.runtime_of(vm)
+            .is_some_and(|rt| self.inner.backend.is_alive(&rt))
     }
 }
 
