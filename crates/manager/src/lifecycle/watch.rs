@@ -9,15 +9,31 @@ use crate::model::VmState;
 use rds_vmm::VmRuntime;
 
 impl VmService {
+    async fn running_on(&self, rt: &VmRuntime) -> bool {
+        matches!(self.inner.db.get_any_vm(&rt.vm_id).await,
+            Ok(Some(vm)) if vm.state == VmState::Running && vm.vmm_pid == Some(rt.pid))
+    }
+
     pub(super) fn watch(&self, rt: VmRuntime) {
         let svc = self.clone();
         tokio::spawn(async move {
             let status = svc.inner.backend.wait_exit(&rt).await;
             // A stop or destroy in progress owns the cleanup; anything else is waited for.
-            let Some(_guard) = svc
-                .begin_op_after(&rt.vm_id, "exit", &["stop", "destroy"])
+            let owners = ["stop", "destroy"];
+            if svc
+                .begin_op_after(&rt.vm_id, "exit", &owners)
                 .await
-            else {
+                .is_none()
+            {
+                return;
+            }
+            // An exit the manager caused (a pause) was recorded by the operation that caused it:
+            // only a VM still RUNNING on this VMM needs the lock, and holding it needlessly would
+            // make a resume sent right after the pause answer 409 busy.
+            if !svc.running_on(&rt).await {
+                return;
+            }
+            let Some(_guard) = svc.begin_op_after(&rt.vm_id, "exit", &owners).await else {
                 return;
             };
             let vm = match svc.inner.db.get_any_vm(&rt.vm_id).await {

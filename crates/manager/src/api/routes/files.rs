@@ -34,7 +34,7 @@ impl Drop for Spool {
 #[utoipa::path(post, path = "/vms/{id}/files/upload", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
     params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)"), ("dest" = String, Query, description = "Directory under /workspace")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "tar.gz, at most 10 MiB (also accepted as application/gzip or application/x-gzip)"),
-    responses((status = 204, description = "Extracted"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody), (status = 415, body = ErrorBody)))]
+    responses((status = 204, description = "Extracted"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody), (status = 415, body = ErrorBody), (status = 507, description = "STORAGE_ROOT full", body = ErrorBody)))]
 pub async fn upload(
     State(st): State<AppState>,
     VmId(id): VmId,
@@ -78,7 +78,7 @@ pub async fn upload(
     );
     let mut file = tokio::fs::File::create(&spool.0)
         .await
-        .map_err(|e| ApiError::internal(format!("spool {}: {e}", spool.0.display())))?;
+        .map_err(|e| spool_error(e, "create"))?;
     let mut len = 0u64;
     let mut body = req.into_body().into_data_stream();
     while let Some(chunk) = body.next().await {
@@ -92,11 +92,9 @@ pub async fn upload(
         }
         file.write_all(&chunk)
             .await
-            .map_err(|e| ApiError::internal(format!("spool write: {e}")))?;
+            .map_err(|e| spool_error(e, "write"))?;
     }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::internal(format!("spool flush: {e}")))?;
+    file.flush().await.map_err(|e| spool_error(e, "flush"))?;
     let file = tokio::fs::File::open(&spool.0)
         .await
         .map_err(|e| ApiError::internal(format!("spool reopen: {e}")))?;
@@ -105,6 +103,15 @@ pub async fn upload(
         .await
         .map_err(agent_message)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A full `STORAGE_ROOT` is the caller's 507, like every other write that does not fit; the spool
+/// file goes with its guard.
+fn spool_error(e: std::io::Error, step: &str) -> ApiError {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        return LifecycleError::NoSpace.into();
+    }
+    ApiError::internal(format!("spool {step}: {e}"))
 }
 
 #[utoipa::path(get, path = "/vms/{id}/files/download", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
