@@ -234,6 +234,11 @@ async fn create_get_list_and_validation() {
             json!({"name": "x".repeat(201), "description": "d"}),
             "name must be at most 200 characters",
         ),
+        // The limit is on the value as sent, before trimming (as the OpenAPI maxLength says).
+        (
+            json!({"name": format!(" {}", "x".repeat(200)), "description": "d"}),
+            "name must be at most 200 characters",
+        ),
         (
             json!({"name": "n", "description": "é".repeat(2001)}),
             "description must be at most 2000 characters",

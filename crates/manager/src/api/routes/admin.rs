@@ -129,11 +129,13 @@ pub async fn create_key(
     State(st): State<AppState>,
     JsonObject(body): JsonObject<{ 64 * KIB }>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
-    let name = match body.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim(),
+    let raw = match body.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s,
         _ => return Err(ApiError::bad_request("name is required")),
     };
-    if name.chars().count() > 200 {
+    // The limit applies to the name as sent (the OpenAPI maxLength), then it is trimmed.
+    let name = raw.trim();
+    if raw.chars().count() > 200 {
         return Err(ApiError::bad_request("name must be at most 200 characters"));
     }
     if name.contains('\0') {

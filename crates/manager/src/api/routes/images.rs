@@ -229,11 +229,13 @@ pub async fn create(
     JsonObject(body): JsonObject<{ 64 * KIB }>,
 ) -> Result<(StatusCode, Json<ImageView>), ApiError> {
     let field = |key: &str, max: usize| -> Result<String, ApiError> {
-        let value = match body.get(key) {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        let raw = match body.get(key) {
+            Some(Value::String(s)) if !s.trim().is_empty() => s,
             _ => return Err(ApiError::bad_request("name and description are required")),
         };
-        if value.chars().count() > max {
+        // The limit applies to the value as sent (the OpenAPI maxLength), then it is trimmed.
+        let value = raw.trim().to_string();
+        if raw.chars().count() > max {
             return Err(ApiError::bad_request(format!(
                 "{key} must be at most {max} characters"
             )));
