@@ -16,6 +16,11 @@ IMAGE=${1:?usage: schemathesis.sh IMAGE_DIR VHOST_BIN}
 VHOST=${2:?usage: schemathesis.sh IMAGE_DIR VHOST_BIN}
 PG_ADMIN_URL=${3:-}
 MAX_TIME=${RDS_SCHEMATHESIS_SECONDS:-120}
+# A pinned seed makes a run reproducible (the same cases in the same order, up to MAX_TIME), so a
+# red run can be replayed; RDS_SCHEMATHESIS_SEED=random explores new cases.
+SEED=${RDS_SCHEMATHESIS_SEED:-33672636255295769362887436579815729637}
+seed_args=(--seed "$SEED")
+[[ $SEED == random ]] && seed_args=()
 
 if [[ ! -x "$VENV/bin/schemathesis" ]]; then
   echo "[schemathesis] installing into $VENV" >&2
@@ -74,4 +79,4 @@ SCHEMATHESIS_HOOKS="$repo/scripts/schemathesis_hooks.py" \
   "$VENV/bin/schemathesis" --config-file "$repo/scripts/schemathesis.toml" \
   run "http://127.0.0.1:$port/openapi.json" \
   -H "X-API-Key: $key" --checks all --max-time "$MAX_TIME" \
-  --request-timeout 180 --suppress-health-check all --workers 1
+  --request-timeout 180 --suppress-health-check all --workers 1 "${seed_args[@]}"
