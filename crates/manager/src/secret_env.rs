@@ -119,6 +119,11 @@ pub fn has_key(entries: &Entries, key: &str) -> bool {
     entries.iter().any(|(k, _)| k == key)
 }
 
+/// Whether a `KEY=value` env entry (run-ts / run-js) sets one of the secrets' keys.
+pub fn sets_key(entries: &Entries, entry: &str) -> bool {
+    has_key(entries, entry.split_once('=').map_or(entry, |(k, _)| k))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +156,6 @@ mod tests {
         assert!(key.open("vm-a", &s.to_string()).is_err());
         assert_eq!(values(&entries()), vec!["s3cret-value".to_string()]);
         assert!(has_key(&entries(), "EMPTY") && !has_key(&entries(), "OTHER"));
+        assert!(sets_key(&entries(), "TOKEN=x") && !sets_key(&entries(), "TOKENS=x"));
     }
 }

@@ -85,10 +85,7 @@ impl VmService {
         } else {
             // The caller's entries for other keys, then the secrets.
             let mut merged = req.clone();
-            merged.env.retain(|e| {
-                let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
-                !secret_env::has_key(&secrets, key)
-            });
+            merged.env.retain(|e| !secret_env::sets_key(&secrets, e));
             merged
                 .env
                 .extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));

@@ -47,10 +47,7 @@ impl VmService {
         let env: Vec<&String> = req
             .env
             .iter()
-            .filter(|e| {
-                let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
-                !secret_env::has_key(secrets, key)
-            })
+            .filter(|e| !secret_env::sets_key(secrets, e))
             .collect();
         let mut input = json!({
             "code": req.code, "path": req.path, "args": req.args, "env": env, "timeoutMs": req.timeout_ms,
