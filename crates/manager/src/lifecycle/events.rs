@@ -10,6 +10,20 @@ use serde_json::{json, Value};
 impl VmService {
     /// Records `kind` about `vm` unless it is an internal VM.
     pub(super) fn vm_event(&self, vm: &VmRecord, kind: EventType, meta: Value) {
+        if vm.pool_role.is_none() {
+            self.vm_event_redacted(vm, kind, meta, self.secret_values(vm));
+        }
+    }
+
+    /// [`Self::vm_event`] for a caller that already holds the VM's secret values (an exec or run,
+    /// which opened them for the call), so they are not decrypted twice.
+    pub(super) fn vm_event_redacted(
+        &self,
+        vm: &VmRecord,
+        kind: EventType,
+        meta: Value,
+        secret_values: Vec<String>,
+    ) {
         if vm.pool_role.is_some() {
             return;
         }
@@ -29,7 +43,7 @@ impl VmService {
             _ => kind.as_str(),
         };
         let draft = Draft::new(kind, Some(&vm.id), format!("VM {} {what}", vm.id));
-        self.event(draft.meta(meta).redact(self.secret_values(vm)));
+        self.event(draft.meta(meta).redact(secret_values));
     }
 
     /// Records any event (snapshots, templates).

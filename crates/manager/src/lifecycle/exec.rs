@@ -53,12 +53,14 @@ impl VmService {
         self.log_exec(id, req, &result, &secrets).await;
         // Scrubbed (docs/reference/api.md §7) before the cut, so no fragment of a secret survives
         // it.
-        let cmd = scrub::scrub_str(&req.cmd, &secret_env::values(&secrets));
-        self.vm_event(
+        let values = secret_env::values(&secrets);
+        let cmd = scrub::scrub_str(&req.cmd, &values);
+        self.vm_event_redacted(
             &vm,
             EventType::ExecCommand,
             json!({"cmd": truncate_chars(&cmd, MAX_EVENT_CMD), "cwd": req.cwd, "timeoutMs": timeout_ms,
                 "exitCode": result.exit_code, "timedOut": result.timed_out}),
+            values,
         );
         Ok(result)
     }
@@ -111,11 +113,12 @@ impl VmService {
             Runtime::Deno => EventType::RunTsExecuted,
             Runtime::Node => EventType::RunJsExecuted,
         };
-        self.vm_event(
+        self.vm_event_redacted(
             &vm,
             kind,
             json!({"path": req.path, "hasInlineCode": req.code.is_some(), "timeoutMs": timeout_ms,
                 "exitCode": result.exit_code}),
+            secret_env::values(&secrets),
         );
         Ok(result)
     }
