@@ -61,8 +61,9 @@ if [[ -n $PG_ADMIN_URL ]]; then
   pg_url=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$PG_ADMIN_URL" "$pg_db")
   db_env=(DB_DIALECT=postgres DATABASE_URL="$pg_url")
 fi
-manager="${CARGO_TARGET_DIR:-$repo/target}/debug/run-dat-sheesh"
-[[ -x "$manager" ]] || cargo build -q -p rds-manager
+# RDS_MANAGER_BIN: a manager binary built already (scripts/test.sh passes the one cargo test built).
+manager=${RDS_MANAGER_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/run-dat-sheesh}
+[[ -n ${RDS_MANAGER_BIN:-} ]] || cargo build -q -p rds-manager
 
 env "${db_env[@]}" API_KEY=$key ADMIN_EMAIL=a@b.c ADMIN_PASSWORD=schemathesis-pw PORT=$port \
   VM_SECRET_KEY="schemathesis-vm-secret-key-$key" \

@@ -30,8 +30,9 @@ if [[ ! -f "$venv/.installed" ]]; then
 fi
 # The SDK itself is imported from this clone (PYTHONPATH below), so the cached venv serves every clone.
 
-(cd "$repo" && cargo build -q -p rds-manager)
-manager="${CARGO_TARGET_DIR:-$repo/target}/debug/run-dat-sheesh"
+# RDS_MANAGER_BIN: a manager binary built already (scripts/test.sh passes the one cargo test built).
+manager=${RDS_MANAGER_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/run-dat-sheesh}
+[[ -n ${RDS_MANAGER_BIN:-} ]] || (cd "$repo" && cargo build -q -p rds-manager)
 
 ns="rds-sdk-py-$$"
 cleanup() {

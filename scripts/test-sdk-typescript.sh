@@ -43,8 +43,9 @@ echo "[sdk-ts] tsc (strict): the SDK to dist/, the tests to build/" >&2
 rm -rf "$sdk/dist" "$sdk/build"
 (cd "$sdk" && node_modules/.bin/tsc -p tsconfig.json && node_modules/.bin/tsc -p tsconfig.test.json)
 
-(cd "$repo" && cargo build -q -p rds-manager)
-manager="${CARGO_TARGET_DIR:-$repo/target}/debug/run-dat-sheesh"
+# RDS_MANAGER_BIN: a manager binary built already (scripts/test.sh passes the one cargo test built).
+manager=${RDS_MANAGER_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/run-dat-sheesh}
+[[ -n ${RDS_MANAGER_BIN:-} ]] || (cd "$repo" && cargo build -q -p rds-manager)
 
 ns="rds-sdk-ts-$$"
 cleanup() {

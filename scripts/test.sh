@@ -16,6 +16,8 @@ image=$(scripts/build-image.sh | tail -n 1)
 export RDS_TEST_DATABASE_URL
 RDS_TEST_DATABASE_URL=$(scripts/test-postgres.sh | tail -n 1)
 
+disk() { echo "[test] free space: $(df -h --output=avail "$repo" | tail -n 1 | tr -d ' ') here, $(df -h --output=avail "${TMPDIR:-/tmp}" | tail -n 1 | tr -d ' ') in ${TMPDIR:-/tmp}" >&2; }
+disk
 echo "[test] cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "[test] cargo clippy -D warnings" >&2
@@ -30,8 +32,12 @@ echo "[test] the manager's API tests again on Postgres (RDS_TEST_DB=postgres)" >
 api_tests=()
 for t in crates/manager/tests/{api,e2e}_*.rs; do api_tests+=(--test "$(basename "$t" .rs)"); done
 RDS_TEST_DB=postgres RDS_TEST_IMAGE_DIR="$image" VHOST_VSOCK_BIN="$vhost" \
-  cargo test -p rds-manager "${api_tests[@]}" -- --nocapture 2>&1 | tee -a "$log"
+  cargo test --workspace "${api_tests[@]}" -- --nocapture 2>&1 | tee -a "$log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1
+disk
+# The manager binary `cargo test --workspace` built (dev-dependency features included): the SDK and
+# schemathesis scripts use it instead of building a second variant of the manager with `-p`.
+export RDS_MANAGER_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/run-dat-sheesh"
 echo "[test] Python SDK tests against a real manager (sdk/python)" >&2
 scripts/test-sdk-python.sh "$image" "$vhost"
 echo "[test] TypeScript SDK: types drift check, then its tests against a real manager (sdk/typescript)" >&2

@@ -114,6 +114,15 @@ pub enum VmCmd {
         #[arg(long, value_enum)]
         action: Option<TimeoutAction>,
     },
+    /// Rebuild /workspace/peers of a RUNNING VM from its linked providers as they are now
+    PeersSync { id: String },
+    /// Change how a peer link shows its provider: hidden (proxies only) or mounted (also sources)
+    PeerMode {
+        id: String,
+        alias: String,
+        #[arg(value_enum)]
+        mode: SourceMode,
+    },
     /// Set labels (key=value) and remove others (--rm key)
     Label {
         id: String,
@@ -166,6 +175,34 @@ pub struct CreateArgs {
     /// (keeps it out of shell history and process lists); repeatable
     #[arg(long = "secret-env", value_parser = parse_secret)]
     pub secret_env: Vec<String>,
+    /// Link to a RUNNING provider VM whose functions the VM may call (docs/peers.md):
+    /// ALIAS=VM_ID, with :mounted for a copy of its sources too (default :hidden); repeatable
+    #[arg(long = "peer", value_name = "ALIAS=VM_ID[:MODE]", value_parser = parse_peer)]
+    pub peer: Vec<Peer>,
+}
+
+/// One `--peer`: a link of `peerLinks` on create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Peer {
+    pub alias: String,
+    pub vm_id: String,
+    /// None: the manager's default (hidden).
+    pub mode: Option<SourceMode>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum SourceMode {
+    Hidden,
+    Mounted,
+}
+
+impl SourceMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceMode::Hidden => "hidden",
+            SourceMode::Mounted => "mounted",
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -309,6 +346,30 @@ pub fn parse_secret(s: &str) -> Result<String, String> {
         .map_err(|_| format!("{s} is not set in the environment (give KEY=value or export {s})"))
 }
 
+/// `ALIAS=VM_ID`, `ALIAS=VM_ID:hidden` or `ALIAS=VM_ID:mounted` (VM ids hold no colon).
+pub fn parse_peer(s: &str) -> Result<Peer, String> {
+    let shape = || format!("expected ALIAS=VM_ID[:hidden|:mounted], got '{s}'");
+    let (alias, rest) = s.split_once('=').ok_or_else(shape)?;
+    let (vm_id, mode) = match rest.split_once(':') {
+        None => (rest, None),
+        Some((id, "hidden")) => (id, Some(SourceMode::Hidden)),
+        Some((id, "mounted")) => (id, Some(SourceMode::Mounted)),
+        Some((_, m)) => {
+            return Err(format!(
+                "unknown source mode '{m}' in '{s}' (hidden or mounted)"
+            ))
+        }
+    };
+    if alias.is_empty() || vm_id.is_empty() {
+        return Err(shape());
+    }
+    Ok(Peer {
+        alias: alias.to_string(),
+        vm_id: vm_id.to_string(),
+        mode,
+    })
+}
+
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -363,6 +424,67 @@ mod tests {
             panic!("not webhooks")
         };
         assert_eq!(target, "https://h");
+    }
+
+    #[test]
+    fn parses_peer_links_and_peer_commands() {
+        let c = Cli::try_parse_from([
+            "rds",
+            "vm",
+            "create",
+            "--peer",
+            "math=p-1",
+            "--peer",
+            "src=p-2:mounted",
+            "--peer",
+            "h=p-3:hidden",
+        ])
+        .unwrap();
+        let Cmd::Vm(VmCmd::Create(a)) = c.cmd else {
+            panic!("not vm create")
+        };
+        let peer = |alias: &str, vm_id: &str, mode| Peer {
+            alias: alias.into(),
+            vm_id: vm_id.into(),
+            mode,
+        };
+        assert_eq!(
+            a.peer,
+            vec![
+                peer("math", "p-1", None),
+                peer("src", "p-2", Some(SourceMode::Mounted)),
+                peer("h", "p-3", Some(SourceMode::Hidden)),
+            ]
+        );
+        let c = Cli::try_parse_from(["rds", "snapshot", "restore", "s", "--peer", "a=b"]).unwrap();
+        let Cmd::Snapshot(SnapshotCmd::Restore { create, .. }) = c.cmd else {
+            panic!("not snapshot restore")
+        };
+        assert_eq!(create.peer, vec![peer("a", "b", None)]);
+        let c = Cli::try_parse_from(["rds", "vm", "peer-mode", "v", "math", "mounted"]).unwrap();
+        let Cmd::Vm(VmCmd::PeerMode { id, alias, mode }) = c.cmd else {
+            panic!("not vm peer-mode")
+        };
+        assert_eq!(
+            (id.as_str(), alias.as_str(), mode),
+            ("v", "math", SourceMode::Mounted)
+        );
+        let c = Cli::try_parse_from(["rds", "vm", "peers-sync", "v"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Vm(VmCmd::PeersSync { id }) if id == "v"));
+
+        for bad in ["math", "=p-1", "math=", "math=:mounted"] {
+            assert_eq!(
+                parse_peer(bad).unwrap_err(),
+                format!("expected ALIAS=VM_ID[:hidden|:mounted], got '{bad}'")
+            );
+        }
+        assert_eq!(
+            parse_peer("m=p:rw").unwrap_err(),
+            "unknown source mode 'rw' in 'm=p:rw' (hidden or mounted)"
+        );
+        assert!(Cli::try_parse_from(["rds", "vm", "create", "--peer", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["rds", "vm", "peer-mode", "v", "math", "shown"]).is_err());
+        assert!(Cli::try_parse_from(["rds", "vm", "peer-mode", "v", "math"]).is_err());
     }
 
     #[test]

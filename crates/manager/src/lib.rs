@@ -15,6 +15,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod peers;
 pub mod secret_env;
 mod startup;
 pub mod storage;

@@ -102,6 +102,8 @@ pub struct VmRecord {
     pub metadata: std::collections::BTreeMap<String, String>,
     /// The sealed secretEnv (`secret_env::SecretKey::seal`); None when the VM has none.
     pub secret_env: Option<String>,
+    /// Peer links of a consumer, in order (`docs/peers.md`).
+    pub peer_links: Vec<crate::peers::PeerLink>,
 }
 
 /// What happens to a VM at its deadline.

@@ -154,6 +154,8 @@ pub async fn build(settings: &Settings) -> Result<App, Vec<ConfigError>> {
             .vm_secret_key
             .as_deref()
             .map(|k| Arc::new(crate::secret_env::SecretKey::derive(k))),
+        peer_base_url: settings.manager_internal_base_url.clone(),
+        max_run_timeout_ms: settings.limits.max_runts_timeout_ms,
     };
     let net = Network::setup(network_settings(settings))
         .await

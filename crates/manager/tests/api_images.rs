@@ -538,6 +538,7 @@ async fn bundles_defaults_deletes_and_images_in_use() {
             timeout_action: Default::default(),
             metadata: Default::default(),
             secret_env: None,
+            peer_links: Vec::new(),
         },
         10,
         &tm.settings.vm_subnet,

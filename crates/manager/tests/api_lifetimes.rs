@@ -109,6 +109,7 @@ async fn row(db: &Db, tm: &TestManager, state: VmState, metadata: Value) -> Stri
         timeout_action: Default::default(),
         metadata,
         secret_env: None,
+        peer_links: Vec::new(),
     };
     db.create_vm(&new, 100, &tm.settings.vm_subnet)
         .await

@@ -86,7 +86,7 @@ async fn guests_reach_nothing_but_peer_invoke() {
         let r = tm.send(from(addr, Method::GET, "/healthz", None)).await;
         assert_eq!(r.status, StatusCode::OK, "from {addr}");
     }
-    // The invoke route is not refused by source (it does not exist yet: 404 after routing).
+    // The invoke route is not refused by source: it answers for itself (401 without a token).
     let r = tm
         .send(from(
             &guest,
@@ -95,5 +95,6 @@ async fn guests_reach_nothing_but_peer_invoke() {
             Some(json!({})),
         ))
         .await;
-    assert_ne!(r.status, StatusCode::FORBIDDEN, "{}", r.json);
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.json);
+    assert_eq!(r.json["message"], "Missing bearer token");
 }

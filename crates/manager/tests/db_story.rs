@@ -45,6 +45,7 @@ fn new_vm(id: &str, image_id: &str) -> NewVm {
         timeout_action: Default::default(),
         metadata: Default::default(),
         secret_env: None,
+        peer_links: Vec::new(),
     }
 }
 

@@ -1,12 +1,15 @@
-"""What needs no manager: version tie, error mapping, retry policy, archives (httpx.MockTransport)."""
+"""What needs no manager: version tie, error mapping, retry policy, archives, request shapes
+(httpx.MockTransport)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import re
 import tarfile
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import httpx
 import pytest
@@ -163,3 +166,73 @@ def test_create_sends_secret_env_as_key_value_strings() -> None:
     assert req.json is not None and req.json["secretEnv"] == ["TOKEN=abcd1234", "EMPTY="]
     plain = core.create_vm(1, 256, None, None, None, None, None, None, None)
     assert plain.json is not None and "secretEnv" not in plain.json
+
+
+PROVIDER = "00000000-0000-4000-8000-0000000000aa"
+
+
+def test_create_sends_peer_links_in_camel_case() -> None:
+    req = core.create_vm(1, 256, None, None, None, None, None, None, None, peer_links=[
+        {"alias": "math", "vm_id": PROVIDER},
+        rds.PeerLink("src", PROVIDER, source_mode="mounted"),
+    ])
+    assert req.json is not None and req.json["peerLinks"] == [
+        {"alias": "math", "vmId": PROVIDER, "sourceMode": "hidden"},
+        {"alias": "src", "vmId": PROVIDER, "sourceMode": "mounted"},
+    ]
+    plain = core.create_vm(1, 256, None, None, None, None, None, None, None, peer_links=[])
+    assert plain.json is not None and "peerLinks" not in plain.json
+    with pytest.raises(ValueError, match="alias, vm_id and source_mode"):
+        core.create_vm(1, 256, None, None, None, None, None, None, None, peer_links=[{"alias": "a", "vmId": "x"}])
+
+
+def vm_json(**extra: object) -> dict:
+    return {"id": "v", "state": "RUNNING", **extra}
+
+
+def test_peer_calls_send_the_right_requests_and_read_the_links() -> None:
+    seen: List[httpx.Request] = []
+    links = [{"alias": "math", "vmId": PROVIDER, "sourceMode": "mounted"}]
+
+    def h(r: httpx.Request) -> httpx.Response:
+        seen.append(r)
+        if r.method == "GET" or r.url.path == "/v1/vms":
+            return httpx.Response(200, json=vm_json(peerLinks=links))
+        return httpx.Response(204)
+
+    c = mock(h)
+    sb = c.sandboxes.create(peer_links=[rds.PeerLink("math", PROVIDER, "mounted")])
+    assert sb.info.peer_links == [rds.PeerLink("math", PROVIDER, "mounted")]
+    assert sb.info.raw["peerLinks"] == links
+    assert sb.peers_sync() is None
+    vm = sb.set_peer_source_mode("math", "mounted")
+    assert vm.peer_links[0].source_mode == "mounted" and sb.info is vm
+    got = [(r.method, r.url.path, json.loads(r.content) if r.content else None) for r in seen]
+    assert got[1:] == [
+        ("POST", "/v1/vms/v/peers/sync", None),
+        ("PATCH", "/v1/vms/v/peers/math", {"sourceMode": "mounted"}),
+        ("GET", "/v1/vms/v", None),
+    ]
+    assert core.peer_mode_req("a/b", "hidden").path == "/peers/a%2Fb"
+    assert core.peers_sync_req().read_timeout == core.peer_mode_req("a", "hidden").read_timeout == 300.0
+    # The answer of a manager without peers has no peerLinks: an empty list, not an error.
+    assert rds.VM.from_json(vm_json()).peer_links == []
+
+
+def test_async_peer_calls() -> None:
+    seen: List[Tuple[str, str, object]] = []
+
+    def h(r: httpx.Request) -> httpx.Response:
+        seen.append((r.method, r.url.path, json.loads(r.content) if r.content else None))
+        return httpx.Response(200, json=vm_json()) if r.method == "GET" else httpx.Response(204)
+
+    async def go() -> None:
+        http = httpx.AsyncClient(base_url="http://rds.test", transport=httpx.MockTransport(h))
+        async with rds.AsyncClient("http://rds.test", "k", http_client=http) as c:
+            sb = rds.AsyncSandbox(c, rds.VM.from_json(vm_json()))
+            await sb.peers_sync()
+            await sb.set_peer_source_mode("math", "hidden")
+
+    asyncio.run(go())
+    assert seen == [("POST", "/v1/vms/v/peers/sync", None), ("PATCH", "/v1/vms/v/peers/math", {"sourceMode": "hidden"}),
+                    ("GET", "/v1/vms/v", None)]

@@ -14,6 +14,7 @@ import type {
   RunResult,
   RunTsOptions,
   Snapshot,
+  SourceMode,
   TimeoutAction,
   VM,
   VmState,
@@ -167,6 +168,20 @@ export class Sandbox implements AsyncDisposable {
   /** Merges: a string sets a key, null removes it, other keys stay. */
   setMetadata(metadata: Record<string, string | null>): Promise<VM> {
     return this.#set("PATCH", "", { metadata });
+  }
+
+  /** Rebuilds `/workspace/peers` from the linked providers as they are now; the VM must be RUNNING.
+   * Each provider's workspace is downloaded and checked, so it may take a while. */
+  async peersSync(): Promise<void> {
+    await this.client.send("POST", this.path("/peers/sync"), { timeoutMs: 300_000 });
+  }
+
+  /** Changes the link `alias` to `hidden` or `mounted` and rebuilds `/workspace/peers` with it;
+   * answers the VM with the link updated. */
+  async setPeerSourceMode(alias: string, mode: SourceMode): Promise<VM> {
+    const json = { sourceMode: mode };
+    await this.client.send("PATCH", this.path(`/peers/${encodeURIComponent(alias)}`), { json, timeoutMs: 300_000 });
+    return this.refresh();
   }
 
   /** A user snapshot of the VM's disk (and memory where the backend can); the VM stays RUNNING. */

@@ -11,6 +11,12 @@ export type TimeoutAction = Schemas["TimeoutActionName"];
 export type Snapshot = Schemas["SnapshotView"];
 export type Image = Schemas["ImageView"];
 export type Logs = Schemas["LogTailView"];
+/** A VM's link to a provider VM (docs/peers.md), as `VM.peerLinks` lists it. */
+export type PeerLink = Schemas["PeerLink"];
+/** One link of `peerLinks` on create: `sourceMode` defaults to `hidden`. */
+export type PeerLinkOptions = Schemas["PeerLinkBody"];
+/** `hidden`: proxies only; `mounted`: also a copy of the provider's sources under `source/`. */
+export type SourceMode = Schemas["SourceModeName"];
 
 /** What `exec` answers, also when the command failed: check `exitCode` or `ok`. */
 export type ExecResult = Schemas["ExecResultView"] & {
@@ -42,6 +48,8 @@ export type CreateOptions = Partial<
     "cpu" | "memMb" | "imageId" | "diskSizeMb" | "allowIps" | "outboundInternet" | "timeoutSec" | "timeoutAction" | "metadata"
   >
 > & {
+  /** Links to RUNNING provider VMs whose functions the VM may call (docs/peers.md); at most 16. */
+  peerLinks?: PeerLinkOptions[];
   /** Secrets for the VM's programs as `KEY=value` (needs VM_SECRET_KEY); write-only. */
   secretEnv?: string[];
   /** A user snapshot to restore (`userOverlaySnapshotId`). */

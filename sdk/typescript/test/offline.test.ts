@@ -255,3 +255,35 @@ test("a streamed file body carries its length (the path for runtimes without fs.
   }
   assert.deepEqual(got, [{ length: "300000", size: 300_000 }, { length: "300000", size: 300_000 }]);
 });
+
+test("peers: links on create, sync and source mode requests, the links on the VM", async () => {
+  const provider = "00000000-0000-4000-8000-0000000000aa";
+  const links: rds.PeerLink[] = [{ alias: "math", vmId: provider, sourceMode: "mounted" }];
+  const seen: { method: string; path: string; body: unknown }[] = [];
+  const c = mock(async (r) => {
+    const text = await r.text();
+    const path = new URL(r.url).pathname;
+    seen.push({ method: r.method, path, body: text ? JSON.parse(text) : undefined });
+    if (r.method === "GET" || path === "/v1/vms") return json(200, { id: "v", state: "RUNNING", peerLinks: links });
+    return new Response(null, { status: 204 });
+  });
+  const peerLinks: rds.PeerLinkOptions[] = [{ alias: "math", vmId: provider }, { alias: "src", vmId: provider, sourceMode: "mounted" }];
+  const sb = await c.sandboxes.create({ peerLinks });
+  assert.deepEqual(seen[0]?.body, { cpu: 1, memMb: 256, peerLinks });
+  assert.deepEqual(sb.info.peerLinks, links);
+  assert.equal(await sb.peersSync(), undefined);
+  const vm = await sb.setPeerSourceMode("math", "mounted");
+  assert.equal(vm.peerLinks[0]?.sourceMode, "mounted");
+  assert.equal(sb.info, vm);
+  assert.deepEqual(seen.slice(1), [
+    { method: "POST", path: "/v1/vms/v/peers/sync", body: undefined },
+    { method: "PATCH", path: "/v1/vms/v/peers/math", body: { sourceMode: "mounted" } },
+    { method: "GET", path: "/v1/vms/v", body: undefined },
+  ]);
+  // 204 routes are POST/PATCH: a failure is not repeated.
+  const calls: string[] = [];
+  const busy = mock((r) => (calls.push(r.method), json(503, { message: "busy" })), { maxRetries: 2 });
+  await assert.rejects(ghost(busy).peersSync(), rds.ServerError);
+  await assert.rejects(ghost(busy).setPeerSourceMode("a/b", "hidden"), rds.ServerError);
+  assert.deepEqual(calls, ["POST", "PATCH"]);
+});

@@ -1,6 +1,6 @@
 //! VMs, exec and run, logs.
 
-use crate::args::{CreateArgs, ExecArgs, RunArgs, TimeoutAction, VmCmd};
+use crate::args::{CreateArgs, ExecArgs, Peer, RunArgs, TimeoutAction, VmCmd};
 use crate::client::{Client, Failure};
 use crate::output::{cell, list_table, object, table};
 use crate::Out;
@@ -53,7 +53,39 @@ pub fn create_body(a: &CreateArgs, snapshot: Option<&str>) -> Value {
         "secretEnv",
         (!a.secret_env.is_empty()).then(|| json!(a.secret_env)),
     );
+    opt(
+        "peerLinks",
+        (!a.peer.is_empty()).then(|| a.peer.iter().map(peer_link).collect()),
+    );
     Value::Object(b)
+}
+
+fn peer_link(p: &Peer) -> Value {
+    let mut link = json!({"alias": p.alias, "vmId": p.vm_id});
+    if let Some(m) = p.mode {
+        link["sourceMode"] = json!(m.name());
+    }
+    link
+}
+
+/// A VM as `field  value` lines, its peer links as `--peer` writes them: `alias=vmId:mode, …`.
+pub fn vm_object(vm: &Value) -> String {
+    let mut vm = vm.clone();
+    if let Some(links) = vm.get("peerLinks").and_then(Value::as_array) {
+        let text: Vec<String> = links
+            .iter()
+            .map(|l| {
+                let f = |k: &str| l.get(k).and_then(Value::as_str).unwrap_or("?");
+                format!("{}={}:{}", f("alias"), f("vmId"), f("sourceMode"))
+            })
+            .collect();
+        vm["peerLinks"] = if text.is_empty() {
+            Value::Null
+        } else {
+            json!(text.join(", "))
+        };
+    }
+    object(&vm)
 }
 
 fn action_name(a: TimeoutAction) -> &'static str {
@@ -65,7 +97,7 @@ fn action_name(a: TimeoutAction) -> &'static str {
 
 pub async fn create(c: &Client, out: &Out, body: Value) -> Result<(), Failure> {
     let vm = c.post("/v1/vms", Some(body)).await?;
-    out.show(&vm, || object(&vm));
+    out.show(&vm, || vm_object(&vm));
     Ok(())
 }
 
@@ -84,7 +116,7 @@ pub async fn run(c: &Client, out: &Out, cmd: VmCmd) -> Result<(), Failure> {
         }
         VmCmd::Get { id } => {
             let vm = c.get(&format!("/v1/vms/{id}"), &[]).await?;
-            out.show(&vm, || object(&vm));
+            out.show(&vm, || vm_object(&vm));
             Ok(())
         }
         VmCmd::Start { id } => action(c, out, &id, "start", "started").await,
@@ -107,7 +139,7 @@ pub async fn run(c: &Client, out: &Out, cmd: VmCmd) -> Result<(), Failure> {
                 body["timeoutAction"] = json!(action_name(a));
             }
             let vm = c.post(&format!("/v1/vms/{id}/timeout"), Some(body)).await?;
-            out.show(&vm, || object(&vm));
+            out.show(&vm, || vm_object(&vm));
             Ok(())
         }
         VmCmd::Label { id, set, remove } => {
@@ -117,7 +149,15 @@ pub async fn run(c: &Client, out: &Out, cmd: VmCmd) -> Result<(), Failure> {
             let body = json!({ "metadata": patch });
             let path = format!("/v1/vms/{id}");
             let vm = c.call(Method::PATCH, &path, &[], Some(body)).await?;
-            out.show(&vm, || object(&vm));
+            out.show(&vm, || vm_object(&vm));
+            Ok(())
+        }
+        VmCmd::PeersSync { id } => action(c, out, &id, "peers/sync", "peers synced").await,
+        VmCmd::PeerMode { id, alias, mode } => {
+            let body = json!({ "sourceMode": mode.name() });
+            let path = format!("/v1/vms/{id}/peers/{}", path_segment(&alias));
+            c.call(Method::PATCH, &path, &[], Some(body)).await?;
+            out.done(&id, &format!("peer {alias} {}", mode.name()));
             Ok(())
         }
         VmCmd::Rm { ids } => {
@@ -143,6 +183,17 @@ async fn action(c: &Client, out: &Out, id: &str, verb: &str, done: &str) -> Resu
         out.show(&v, || format!("{id} {done}\n"));
     }
     Ok(())
+}
+
+/// `s` as one URL path segment: aliases are `[A-Za-z0-9_-]`, anything else is escaped so that
+/// a typo reaches the manager's "unknown alias" answer instead of another route.
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// One word as the shell reads it literally.
@@ -304,6 +355,49 @@ pub async fn exec_logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_become_peer_links_and_read_back_as_flags() {
+        use crate::args::{Cli, Cmd};
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "rds",
+            "vm",
+            "create",
+            "--peer",
+            "math=p-1",
+            "--peer",
+            "src=p-2:mounted",
+        ])
+        .unwrap();
+        let Cmd::Vm(VmCmd::Create(a)) = cli.cmd else {
+            panic!("not vm create")
+        };
+        assert_eq!(
+            create_body(&a, None)["peerLinks"],
+            json!([{"alias": "math", "vmId": "p-1"},
+                   {"alias": "src", "vmId": "p-2", "sourceMode": "mounted"}])
+        );
+        let plain = Cli::try_parse_from(["rds", "vm", "create"]).unwrap();
+        let Cmd::Vm(VmCmd::Create(a)) = plain.cmd else {
+            panic!("not vm create")
+        };
+        assert!(create_body(&a, None).get("peerLinks").is_none());
+
+        let vm = json!({"id": "v", "peerLinks": [
+            {"alias": "math", "vmId": "p-1", "sourceMode": "hidden"},
+            {"alias": "src", "vmId": "p-2", "sourceMode": "mounted"}]});
+        assert_eq!(
+            vm_object(&vm),
+            "id         v\npeerLinks  math=p-1:hidden, src=p-2:mounted\n"
+        );
+        assert_eq!(
+            vm_object(&json!({"id": "v", "peerLinks": []})),
+            "id         v\npeerLinks  -\n"
+        );
+        assert_eq!(path_segment("my_peer-1"), "my_peer-1");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+    }
 
     #[test]
     fn quotes_words_for_the_shell() {

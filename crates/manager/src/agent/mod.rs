@@ -47,6 +47,8 @@ pub enum Payload {
     Json(Vec<u8>),
     /// A spooled upload, streamed from disk with its exact length.
     File(tokio::fs::File, u64),
+    /// A small archive the manager built in memory (peer trees).
+    Gzip(Vec<u8>),
 }
 
 type ReqBody = BoxBody<Bytes, std::io::Error>;
@@ -127,6 +129,18 @@ impl AgentClient {
             Method::POST,
             path_and_query,
             Payload::File(file, len),
+            self.cfg.binary_timeout,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sends an archive built in memory (replace-tree of the peer trees).
+    pub async fn upload_bytes(&self, path_and_query: &str, gz: Vec<u8>) -> Result<(), AgentError> {
+        self.call(
+            Method::POST,
+            path_and_query,
+            Payload::Gzip(gz),
             self.cfg.binary_timeout,
         )
         .await
@@ -233,6 +247,14 @@ impl AgentClient {
                         Full::new(Bytes::from(v)).map_err(|e| match e {}).boxed(),
                         n,
                         Some("application/json"),
+                    )
+                }
+                Payload::Gzip(v) => {
+                    let n = v.len() as u64;
+                    (
+                        Full::new(Bytes::from(v)).map_err(|e| match e {}).boxed(),
+                        n,
+                        Some("application/gzip"),
                     )
                 }
                 Payload::File(f, n) => {

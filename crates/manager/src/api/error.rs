@@ -133,6 +133,18 @@ impl From<LifecycleError> for ApiError {
                 return ApiError::new(status, message);
             }
             L::Db(_) | L::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            L::Peer { kind, .. } => {
+                use crate::lifecycle::PeerFailure as P;
+                match kind {
+                    P::Invalid => StatusCode::BAD_REQUEST,
+                    P::Unauthorized => StatusCode::UNAUTHORIZED,
+                    P::Forbidden => StatusCode::FORBIDDEN,
+                    P::NotFound => StatusCode::NOT_FOUND,
+                    P::Conflict => StatusCode::CONFLICT,
+                    P::ProviderFailed => StatusCode::BAD_GATEWAY,
+                    P::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                }
+            }
         };
         if matches!(e, L::Db(_) | L::Internal(_)) {
             tracing::error!(error = %e, "internal error");

@@ -65,7 +65,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use routes::{
         admin, auth as login, events, files, health, images, logs, overview, runs, snapshots,
     };
-    use routes::{pause, vms, webhooks};
+    use routes::{pause, peers, vms, webhooks};
     let v1 = OpenApiRouter::new()
         .routes(routes!(vms::list, vms::create))
         .routes(routes!(vms::get, vms::destroy))
@@ -75,6 +75,8 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(vms::set_timeout))
         .routes(routes!(pause::pause))
         .routes(routes!(pause::resume))
+        .routes(routes!(peers::sync))
+        .routes(routes!(peers::patch))
         .routes(routes!(runs::exec))
         .routes(routes!(runs::run_ts))
         .routes(routes!(runs::run_js))
@@ -128,6 +130,17 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             state.clone(),
             metrics::record,
         ));
+    // Guests' one route: a bridge token instead of a principal (`docs/peers.md`).
+    let internal = OpenApiRouter::new()
+        .routes(routes!(peers::invoke))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::enforce,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ));
     let scrape = OpenApiRouter::new()
         .routes(routes!(metrics::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -139,6 +152,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(health::readyz))
         .merge(scrape)
         .merge(session)
+        .merge(internal)
         .nest("/v1", v1)
         .split_for_parts();
     doc.paths

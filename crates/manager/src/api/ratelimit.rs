@@ -51,6 +51,7 @@ impl Limiter {
         let l = &self.limits;
         Some(match (method.as_str(), route) {
             ("POST", "/auth/login") => ("login", l.login),
+            ("POST", "/internal/v1/peer/invoke") => ("peer_invoke", l.peer_invoke),
             (_, r) if !r.starts_with("/v1/") => return None,
             ("POST", "/v1/vms") => ("vm_create", l.vm_create),
             ("POST", "/v1/vms/{id}/exec") => ("exec", l.exec),
@@ -70,7 +71,8 @@ impl Limiter {
             return Verdict::Exempt;
         }
         let key = match group {
-            "login" => key.client.clone(),
+            // A bridge token is good only from its consumer's address: the address is the consumer.
+            "login" | "peer_invoke" => key.client.clone(),
             "exec" | "run_ts" | "run_js" | "files_upload" | "files_download" => {
                 format!("{}:vm:{}", key.principal, key.vm)
             }

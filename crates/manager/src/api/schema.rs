@@ -123,7 +123,15 @@ impl From<&VmRecord> for VmView {
             image_id: vm.image_id.clone(),
             provision_mode: vm.provision_mode.clone(),
             source_snapshot_id: vm.source_snapshot_id.clone(),
-            peer_links: Vec::new(),
+            peer_links: vm
+                .peer_links
+                .iter()
+                .map(|l| PeerLink {
+                    alias: l.alias.clone(),
+                    vm_id: l.vm_id.clone(),
+                    source_mode: l.source_mode.as_str().to_string(),
+                })
+                .collect(),
             created_at: vm.created_at.clone(),
             last_error: vm.last_error.clone(),
             expires_at: vm.expires_at.clone(),
@@ -176,6 +184,59 @@ pub struct CreateVmBody {
     /// run-js of this VM and never shown again. Needs VM_SECRET_KEY.
     #[schema(write_only)]
     pub secret_env: Option<Vec<String>>,
+    /// At most 16 links to provider VMs (`docs/peers.md`), each RUNNING with a valid manifest.
+    pub peer_links: Option<Vec<PeerLinkBody>>,
+}
+
+/// One link of `peerLinks` on create.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerLinkBody {
+    /// `^[A-Za-z0-9_-]{1,64}$`, unique among the VM's links.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub alias: String,
+    /// The provider: another user VM, RUNNING, with `/workspace/.rds-peer/manifest.json`.
+    pub vm_id: uuid::Uuid,
+    /// `hidden` (default): proxies only; `mounted`: also a copy of the provider's sources.
+    pub source_mode: Option<SourceModeName>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceModeName {
+    Hidden,
+    Mounted,
+}
+
+/// `PATCH /v1/vms/{id}/peers/{alias}` body.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerPatchBody {
+    pub source_mode: SourceModeName,
+}
+
+/// `POST /internal/v1/peer/invoke` body (`docs/peers.md`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInvokeBody {
+    /// The consumer's alias of the provider.
+    pub alias: String,
+    /// A module of the provider's manifest, relative to /workspace (or absolute under it).
+    pub module_path: String,
+    /// Default `default`; `^[A-Za-z_$][A-Za-z0-9_$]*$`.
+    pub export_name: Option<String>,
+    /// Arguments, as JSON values. Default `[]`.
+    pub args: Option<Vec<serde_json::Value>>,
+    /// Default min(30000, MAX_RUNTS_TIMEOUT_MS).
+    #[schema(minimum = 1)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `POST /internal/v1/peer/invoke` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PeerInvokeResult {
+    /// What the export returned (resolved), as JSON; null when nothing.
+    pub result: serde_json::Value,
 }
 
 /// `POST /v1/vms/{id}/timeout` body.

@@ -75,6 +75,7 @@ pub fn create_vm(o: &Obj, limits: &Limits) -> Result<CreateVm, ApiError> {
     };
     let timeout_action = timeout_action(field(o, "timeoutAction"))?.unwrap_or_default();
     let metadata = metadata(field(o, "metadata"))?;
+    let peer_links = peer_links(field(o, "peerLinks"))?;
     Ok(CreateVm {
         cpu: cpu as u32,
         mem_mb: mem_mb as u32,
@@ -87,7 +88,59 @@ pub fn create_vm(o: &Obj, limits: &Limits) -> Result<CreateVm, ApiError> {
         timeout_action,
         metadata,
         secret_env,
+        peer_links,
     })
+}
+
+/// `peerLinks` (`docs/peers.md`): at most 16 `{alias, vmId, sourceMode?}`, aliases valid and
+/// unique, `vmId` a VM id. Whether the targets exist and offer a manifest is the lifecycle's check.
+fn peer_links(v: Option<&Value>) -> Result<Vec<crate::peers::PeerLink>, ApiError> {
+    use crate::peers::{valid_alias, PeerLink, SourceMode, MAX_LINKS};
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    let shape = || {
+        ApiError::bad_request(format!(
+            "peerLinks must be an array of at most {MAX_LINKS} {{alias, vmId, sourceMode}} objects"
+        ))
+    };
+    let items = v
+        .as_array()
+        .filter(|a| a.len() <= MAX_LINKS)
+        .ok_or_else(shape)?;
+    let mut links: Vec<PeerLink> = Vec::with_capacity(items.len());
+    for item in items {
+        let o = item.as_object().ok_or_else(shape)?;
+        let alias = match field(o, "alias") {
+            Some(Value::String(a)) if valid_alias(a) => a.clone(),
+            _ => return Err(ApiError::bad_request("Invalid peerLinks alias")),
+        };
+        if links.iter().any(|l| l.alias == alias) {
+            return Err(ApiError::bad_request("peerLinks aliases must be unique"));
+        }
+        let vm_id = match field(o, "vmId") {
+            Some(Value::String(s)) => super::extract::parse_vm_id(s),
+            _ => None,
+        }
+        .ok_or_else(|| ApiError::bad_request("peerLinks vmId must be a VM id"))?;
+        let source_mode = match field(o, "sourceMode") {
+            None => SourceMode::default(),
+            Some(Value::String(m)) => SourceMode::parse(m).ok_or_else(|| {
+                ApiError::bad_request("peerLinks sourceMode must be hidden or mounted")
+            })?,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "peerLinks sourceMode must be hidden or mounted",
+                ))
+            }
+        };
+        links.push(PeerLink {
+            alias,
+            vm_id,
+            source_mode,
+        });
+    }
+    Ok(links)
 }
 
 /// `secretEnv` (`docs/secret-env.md`): at most 64 `KEY=value` strings, valid and unique keys, each

@@ -14,6 +14,8 @@ pub struct ReconcileRow {
     pub guest_ip: std::net::Ipv4Addr,
     pub outbound_internet: bool,
     pub allow_ips: Vec<String>,
+    /// Whether the VM has peer links (its rules open the manager port).
+    pub has_peer_links: bool,
     /// Null for user VMs.
     pub pool_role: Option<String>,
     pub vmm_pid: Option<u32>,
@@ -29,12 +31,14 @@ fn from_row(r: &AnyRow) -> Result<ReconcileRow, sqlx::Error> {
     let state: String = r.try_get("state")?;
     let ip: String = r.try_get("guest_ip")?;
     let allow: String = r.try_get("allow_ips")?;
+    let links: String = r.try_get("peer_links")?;
     Ok(ReconcileRow {
         id: r.try_get("id")?,
         state: VmState::parse(&state).ok_or_else(|| corrupt(format!("state {state}")))?,
         guest_ip: ip.parse().map_err(|_| corrupt(format!("guest_ip {ip}")))?,
         outbound_internet: r.try_get::<i64, _>("outbound_internet")? != 0,
         allow_ips: serde_json::from_str(&allow).map_err(|e| corrupt(e.to_string()))?,
+        has_peer_links: !matches!(links.trim(), "" | "[]"),
         pool_role: r.try_get("pool_role")?,
         vmm_pid: r.try_get::<Option<i64>, _>("vmm_pid")?.map(|v| v as u32),
         vmm_start_time: r
@@ -48,8 +52,8 @@ impl Db {
     /// Every VM row, tombstones and internal VMs included.
     pub async fn reconcile_rows(&self) -> Result<Vec<ReconcileRow>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, state, guest_ip, outbound_internet, allow_ips, pool_role, vmm_pid, \
-             vmm_start_time, vmm_boot_id FROM vms ORDER BY created_at, id",
+            "SELECT id, state, guest_ip, outbound_internet, allow_ips, peer_links, pool_role, \
+             vmm_pid, vmm_start_time, vmm_boot_id FROM vms ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 const COLUMNS: &str = "id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
     outbound_internet, allow_ips, image_id, source_snapshot_id, provision_mode, vmm_pid, vmm_start_time, \
     vmm_boot_id, backend, last_error, created_at, pool_role, expires_at, timeout_sec, timeout_action, \
-    metadata, secret_env";
+    metadata, secret_env, peer_links";
 
 /// What a create stores before anything is allocated on the host.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub struct NewVm {
     pub metadata: std::collections::BTreeMap<String, String>,
     /// Sealed for this VM's id.
     pub secret_env: Option<String>,
+    /// Checked against their providers before the insert.
+    pub peer_links: Vec<crate::peers::PeerLink>,
 }
 
 /// Why the manager runs an internal VM (`vms.pool_role`).
@@ -91,6 +93,7 @@ fn from_row(r: &AnyRow) -> Result<VmRecord, sqlx::Error> {
     let allow: String = r.try_get("allow_ips")?;
     let action: String = r.try_get("timeout_action")?;
     let metadata: String = r.try_get("metadata")?;
+    let links: String = r.try_get("peer_links")?;
     Ok(VmRecord {
         id: r.try_get("id")?,
         state: VmState::parse(&state).ok_or_else(|| corrupt(format!("state {state}")))?,
@@ -123,7 +126,12 @@ fn from_row(r: &AnyRow) -> Result<VmRecord, sqlx::Error> {
             .ok_or_else(|| corrupt(format!("timeout_action {action}")))?,
         metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(e.to_string()))?,
         secret_env: r.try_get("secret_env")?,
+        peer_links: serde_json::from_str(&links).map_err(|e| corrupt(e.to_string()))?,
     })
+}
+
+fn links_json(links: &[crate::peers::PeerLink]) -> String {
+    serde_json::to_string(links).unwrap_or_else(|_| "[]".into())
 }
 
 /// RFC 3339 UTC (milliseconds, as every stored time) `secs` from now.
@@ -250,9 +258,10 @@ impl Db {
         sqlx::query(
             "INSERT INTO vms (id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
              outbound_internet, allow_ips, image_id, source_snapshot_id, backend, pool_role, \
-             created_at, updated_at, expires_at, timeout_sec, timeout_action, metadata, secret_env) \
+             created_at, updated_at, expires_at, timeout_sec, timeout_action, metadata, secret_env, \
+             peer_links) \
              VALUES ($1, 'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, \
-             $16, $17, $18, $19, $20)",
+             $16, $17, $18, $19, $20, $21)",
         )
         .bind(&vm.id)
         .bind(i64::from(vm.cpu))
@@ -274,6 +283,7 @@ impl Db {
         .bind(vm.timeout_action.as_str())
         .bind(serde_json::to_string(&vm.metadata).unwrap_or_else(|_| "{}".into()))
         .bind(&vm.secret_env)
+        .bind(links_json(&vm.peer_links))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -428,12 +438,50 @@ impl Db {
         Ok(())
     }
 
+    /// A consumer's links, replaced whole (PATCH of a source mode).
+    pub async fn set_peer_links(
+        &self,
+        id: &str,
+        links: &[crate::peers::PeerLink],
+    ) -> Result<(), DbError> {
+        sqlx::query("UPDATE vms SET peer_links = $1, updated_at = $2 WHERE id = $3")
+            .bind(links_json(links))
+            .bind(now_rfc3339())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores the hash of a consumer's new bridge token (None: it has none).
+    pub async fn set_bridge_token_hash(&self, id: &str, hash: Option<&str>) -> Result<(), DbError> {
+        sqlx::query("UPDATE vms SET bridge_token_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The user VM holding the bridge token with this hash, if it is not DELETED.
+    pub async fn vm_by_bridge_token_hash(&self, hash: &str) -> Result<Option<VmRecord>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM vms WHERE bridge_token_hash = $1 AND state <> 'DELETED' \
+             AND pool_role IS NULL"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
     /// Tombstone: DELETED, address released, VMM identity and secrets cleared, in one transaction.
     pub async fn mark_deleted(&self, id: &str) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE vms SET state = 'DELETED', vmm_pid = NULL, vmm_start_time = NULL, \
-             vmm_boot_id = NULL, secret_env = NULL, updated_at = $1 WHERE id = $2",
+             vmm_boot_id = NULL, secret_env = NULL, bridge_token_hash = NULL, updated_at = $1 \
+             WHERE id = $2",
         )
         .bind(now_rfc3339())
         .bind(id)

@@ -33,6 +33,8 @@ pub struct CreateVm {
     pub metadata: BTreeMap<String, String>,
     /// Plain secretEnv entries: sealed for the VM's id before they are stored.
     pub secret_env: crate::secret_env::Entries,
+    /// Checked against their providers before anything is allocated.
+    pub peer_links: Vec<crate::peers::PeerLink>,
 }
 
 /// What a create resolved before allocating anything.
@@ -99,6 +101,7 @@ impl VmService {
             timeout_action: req.timeout_action,
             metadata: req.metadata,
             secret_env,
+            peer_links: req.peer_links,
         };
         let vm = {
             let _serial = self.inner.create_lock.lock().await;
@@ -160,6 +163,7 @@ impl VmService {
                 .ok_or(LifecycleError::NoDefaultImage)?,
         };
         let image = complete(image)?;
+        self.check_links(None, &req.peer_links).await?;
         let mut disk_size_mb = req
             .disk_size_mb
             .unwrap_or(self.inner.settings.default_disk_mb);
@@ -332,6 +336,7 @@ impl VmService {
             .await
             .map_err(Failed::host)?;
         self.watch(rt);
+        self.setup_peers_at_start(vm).await;
         tracing::info!(vm_id = %vm.id, provision_mode = "boot", "vm.started");
         self.started_event(vm, "boot", started);
         Ok(())

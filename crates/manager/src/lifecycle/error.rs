@@ -75,6 +75,37 @@ pub enum LifecycleError {
     Db(#[from] DbError),
     #[error("{0}")]
     Internal(String),
+    /// A peer rule or call failed (`docs/peers.md`); the kind picks the status.
+    #[error("{message}")]
+    Peer { kind: PeerFailure, message: String },
+}
+
+/// Why a peer link, sync or invoke failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerFailure {
+    /// 400: a bad link, manifest or invoke body.
+    Invalid,
+    /// 401: no bridge token, an unknown one, or one used from another address.
+    Unauthorized,
+    /// 403: not linked, or an export the manifest does not declare.
+    Forbidden,
+    /// 404: the provider or the alias is gone.
+    NotFound,
+    /// 409: the provider is not RUNNING.
+    Conflict,
+    /// 502: the provider's call failed.
+    ProviderFailed,
+    /// 504: the provider's call timed out.
+    Timeout,
+}
+
+impl LifecycleError {
+    pub fn peer(kind: PeerFailure, message: impl Into<String>) -> Self {
+        LifecycleError::Peer {
+            kind,
+            message: message.into(),
+        }
+    }
 }
 
 /// Which kind of failure stopped a boot, for the status (500 / 502 / 504).

@@ -76,38 +76,9 @@ impl VmService {
     ) -> Result<RunReply, LifecycleError> {
         let vm = self.running(id).await?;
         let secrets = self.open_secret_env(&vm)?;
-        req.allow_net = runtime == Runtime::Deno && vm.outbound_internet;
-        let path = match runtime {
-            Runtime::Deno => paths::RUN_TS,
-            Runtime::Node => paths::RUN_JS,
-        };
-        let sent;
-        let req_to_agent = if secrets.is_empty() {
-            &req
-        } else {
-            // The caller's entries for other keys, then the secrets.
-            let mut merged = req.clone();
-            merged.env.retain(|e| !secret_env::sets_key(&secrets, e));
-            merged
-                .env
-                .extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));
-            if merged.env.len() > rds_protocol::MAX_RUN_ENV {
-                return Err(LifecycleError::Invalid(format!(
-                    "env and secretEnv together have more than {} entries",
-                    rds_protocol::MAX_RUN_ENV
-                )));
-            }
-            sent = merged;
-            &sent
-        };
         let result = self
-            .agent_for(id)
-            .call_json::<_, RunReply>(path, req_to_agent, self.run_deadline(timeout_ms))
-            .await;
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => return Err(self.explain_agent_error(id, e).await),
-        };
+            .send_run(&vm, runtime, &mut req, timeout_ms, &secrets)
+            .await?;
         self.log_run(id, runtime, &req, &result, &secrets).await;
         let kind = match runtime {
             Runtime::Deno => EventType::RunTsExecuted,
@@ -121,6 +92,63 @@ impl VmService {
             secret_env::values(&secrets),
         );
         Ok(result)
+    }
+
+    /// A run the manager makes in `vm` itself (peer export checks and invokes): the VM's secrets
+    /// and egress rule as for its own runs, but no exec-log entry and no activity event.
+    pub(super) async fn run_internal(
+        &self,
+        vm: &VmRecord,
+        runtime: Runtime,
+        mut req: RunRequest,
+        timeout_ms: u64,
+    ) -> Result<RunReply, LifecycleError> {
+        let secrets = self.open_secret_env(vm)?;
+        self.send_run(vm, runtime, &mut req, timeout_ms, &secrets)
+            .await
+    }
+
+    async fn send_run(
+        &self,
+        vm: &VmRecord,
+        runtime: Runtime,
+        req: &mut RunRequest,
+        timeout_ms: u64,
+        secrets: &secret_env::Entries,
+    ) -> Result<RunReply, LifecycleError> {
+        // A consumer's peer runtime calls the manager, so Deno needs the network then too.
+        req.allow_net =
+            runtime == Runtime::Deno && (vm.outbound_internet || !vm.peer_links.is_empty());
+        let merged;
+        let sent = if secrets.is_empty() {
+            &*req
+        } else {
+            // The caller's entries for other keys, then the secrets.
+            let mut m = req.clone();
+            m.env.retain(|e| !secret_env::sets_key(secrets, e));
+            m.env
+                .extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));
+            if m.env.len() > rds_protocol::MAX_RUN_ENV {
+                return Err(LifecycleError::Invalid(format!(
+                    "env and secretEnv together have more than {} entries",
+                    rds_protocol::MAX_RUN_ENV
+                )));
+            }
+            merged = m;
+            &merged
+        };
+        let path = match runtime {
+            Runtime::Deno => paths::RUN_TS,
+            Runtime::Node => paths::RUN_JS,
+        };
+        let result = self
+            .agent_for(&vm.id)
+            .call_json::<_, RunReply>(path, sent, self.run_deadline(timeout_ms))
+            .await;
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.explain_agent_error(&vm.id, e).await),
+        }
     }
 
     /// `docs/reference/agent-protocol.md` §2: max(VSOCK_TIMEOUT_MS, timeoutMs + 5 s).

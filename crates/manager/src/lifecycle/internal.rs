@@ -33,6 +33,7 @@ impl VmService {
             timeout_action: Default::default(),
             metadata: Default::default(),
             secret_env: None,
+            peer_links: Vec::new(),
         };
         let vm = {
             let _serial = self.inner.create_lock.lock().await;

@@ -10,11 +10,13 @@ mod execlog;
 mod expiry;
 mod files;
 mod internal;
+pub(crate) mod invoke;
 pub(crate) mod labels;
 mod network;
 mod ops;
 mod overview;
 mod pause;
+mod peers;
 mod pool;
 mod readiness;
 mod ready;
@@ -30,8 +32,9 @@ mod templates;
 mod watch;
 
 pub use create::CreateVm;
-pub use error::{BootFailure, LifecycleError};
+pub use error::{BootFailure, LifecycleError, PeerFailure};
 pub use exec::{RunReply, Runtime};
+pub use invoke::InvokeRequest;
 pub use network::{Network, NetworkSettings};
 pub use overview::OverviewCounts;
 pub use reconcile::{ReconcileError, ReconcileReport};
@@ -57,6 +60,10 @@ pub struct LifecycleSettings {
     pub provision: ProvisionSettings,
     /// Derived once from `VM_SECRET_KEY`; None without one (creates with secretEnv are refused).
     pub secret_key: Option<Arc<crate::secret_env::SecretKey>>,
+    /// `MANAGER_INTERNAL_BASE_URL`: where consumers' peer runtimes call the manager.
+    pub peer_base_url: String,
+    /// `MAX_RUNTS_TIMEOUT_MS`: also the bound of a peer invoke's `timeoutMs`.
+    pub max_run_timeout_ms: u64,
 }
 
 /// Templates and the warm pool (`docs/snapshots.md` Templates, Warm pool).
@@ -90,6 +97,8 @@ struct Inner {
     pool: pool::Pool,
     activity: crate::activity::Activity,
     expired: expiry::Expired,
+    /// Providers whose manifest passed the callable check, by what was checked.
+    peer_checks: peers::Checked,
 }
 
 impl VmService {
@@ -115,6 +124,7 @@ impl VmService {
                 pool: pool::Pool::default(),
                 activity,
                 expired: expiry::Expired::default(),
+                peer_checks: peers::Checked::default(),
             }),
         }
     }

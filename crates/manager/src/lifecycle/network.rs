@@ -87,15 +87,17 @@ impl Network {
     }
 
     /// The host's description of a VM: identity from its address, policy from its row.
-    pub fn vm_net(&self, ip: Ipv4Addr, outbound_internet: bool, allow_ips: &[String]) -> VmNet {
+    /// The host's description of a VM: identity from its address, policy from its row. Peer links
+    /// open the manager port on the gateway (`docs/networking.md`).
+    pub fn vm_net(&self, ip: Ipv4Addr, outbound: bool, allow_ips: &[String], links: bool) -> VmNet {
         let cfg = &self.settings.host;
         let index = cfg.subnet.guest_index(ip).unwrap_or(0);
-        // Peer links (which open the manager port) do not exist yet.
-        cfg.vm(index, outbound_internet, allow_ips.to_vec(), false)
+        cfg.vm(index, outbound, allow_ips.to_vec(), links)
     }
 
     fn vm_net_of(&self, vm: &VmRecord) -> VmNet {
-        self.vm_net(vm.guest_ip, vm.outbound_internet, &vm.allow_ips)
+        let links = !vm.peer_links.is_empty();
+        self.vm_net(vm.guest_ip, vm.outbound_internet, &vm.allow_ips, links)
     }
 
     /// Kernel command-line argument `ip=<guestIp>::<gateway>:<netmask>::eth0:off`

@@ -184,6 +184,8 @@ impl VmService {
         let taken_at = std::time::Instant::now();
         if self.pool_target() == 0
             || req.snapshot_id.is_some()
+            // A pool VM's host rules were made without the manager port links open.
+            || !req.peer_links.is_empty()
             || !self.is_template_shape(req.cpu, req.mem_mb, disk_size_mb)
             || self.inner.db.default_image_id().await?.as_deref() != Some(image.id.as_str())
         {

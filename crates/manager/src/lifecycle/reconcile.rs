@@ -84,7 +84,14 @@ impl VmService {
         let net = &self.inner.net;
         let live: Vec<VmNet> = candidates
             .iter()
-            .map(|(r, _)| net.vm_net(r.guest_ip, r.outbound_internet, &r.allow_ips))
+            .map(|(r, _)| {
+                net.vm_net(
+                    r.guest_ip,
+                    r.outbound_internet,
+                    &r.allow_ips,
+                    r.has_peer_links,
+                )
+            })
             .collect();
         let host = net
             .host()
@@ -258,7 +265,12 @@ impl VmService {
 
     async fn remove_host_net(&self, row: &ReconcileRow) {
         let net = &self.inner.net;
-        let vm = net.vm_net(row.guest_ip, row.outbound_internet, &row.allow_ips);
+        let vm = net.vm_net(
+            row.guest_ip,
+            row.outbound_internet,
+            &row.allow_ips,
+            row.has_peer_links,
+        );
         if let Err(e) = net.host().remove_vm(&vm).await {
             tracing::warn!(vm_id = %row.id, error = %chain(&e), "removing host network");
         }

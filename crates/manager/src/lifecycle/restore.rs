@@ -168,6 +168,8 @@ impl VmService {
             .await
             .map_err(Failed::host)?;
         self.watch(rt);
+        // The snapshot's trees (if any) carry its source's token: this VM gets its own.
+        self.setup_peers_at_start(vm).await;
         tracing::info!(vm_id = %vm.id, snapshot_id = %snap.id, provision_mode = "snapshot",
             stages_ms = %stages, "vm.started");
         self.started_event(vm, "snapshot", started);

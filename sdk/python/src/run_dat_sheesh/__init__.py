@@ -15,12 +15,12 @@ from .errors import (
     ServerError,
     ValidationError,
 )
-from .models import VM, ExecLogEntry, ExecLogPage, ExecResult, Image, Logs, Snapshot
+from .models import VM, ExecLogEntry, ExecLogPage, ExecResult, Image, Logs, PeerLink, Snapshot
 
 __version__ = "0.1.0"
 
 __all__ = [
     "APIConnectionError", "AsyncClient", "AsyncSandbox", "AuthenticationError", "Client", "ConflictError",
-    "ExecLogEntry", "ExecLogPage", "ExecResult", "ForbiddenError", "Image", "Logs", "NotFoundError",
+    "ExecLogEntry", "ExecLogPage", "ExecResult", "ForbiddenError", "Image", "Logs", "NotFoundError", "PeerLink",
     "RateLimitError", "RdsError", "Sandbox", "ServerError", "Snapshot", "VM", "ValidationError", "__version__",
 ]

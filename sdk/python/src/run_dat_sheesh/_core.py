@@ -8,6 +8,7 @@ import os
 import posixpath
 import tarfile
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
@@ -15,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Un
 import httpx
 
 from .errors import APIConnectionError, RdsError, error_for
+from .models import PeerLink
 
 DEFAULT_URL = "http://127.0.0.1:3000"
 WORKSPACE = "/workspace"
@@ -26,6 +28,8 @@ RETRY_EXCEPTIONS: Tuple[Type[Exception], ...] = (httpx.ConnectError, httpx.Remot
 
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]"]
 Params = List[Tuple[str, str]]
+# A peer link on create: a PeerLink, or a mapping with its fields (alias, vm_id, source_mode=).
+PeerLinkLike = Union[PeerLink, Mapping[str, str]]
 
 
 @dataclass
@@ -115,6 +119,7 @@ def create_vm(
     metadata: Optional[Mapping[str, str]],
     snapshot_id: Optional[str] = None,
     secret_env: Optional[Mapping[str, str]] = None,
+    peer_links: Optional[Sequence[PeerLinkLike]] = None,
 ) -> Req:
     body = drop_none(
         {
@@ -130,10 +135,22 @@ def create_vm(
             "userOverlaySnapshotId": snapshot_id,
             # Write-only: sealed by the manager, never shown again (docs/secret-env.md).
             "secretEnv": [f"{k}={v}" for k, v in secret_env.items()] if secret_env else None,
+            "peerLinks": [peer_link(p).to_json() for p in peer_links] if peer_links else None,
         }
     )
     # The answer comes once the guest is RUNNING: a cold boot under emulation takes a while.
     return Req("POST", "/v1/vms", json=body, read_timeout=300.0)
+
+
+def peer_link(link: PeerLinkLike) -> PeerLink:
+    if isinstance(link, PeerLink):
+        return link
+    if isinstance(link, Mapping):
+        try:
+            return PeerLink(**link)
+        except TypeError as e:
+            raise ValueError(f"a peer link takes alias, vm_id and source_mode: {dict(link)!r}") from e
+    raise TypeError(f"a peer link is a PeerLink or a mapping, not {type(link).__name__}")
 
 
 def list_vms(state: Union[None, str, Sequence[str]], metadata: Optional[Mapping[str, str]]) -> Req:
@@ -191,6 +208,16 @@ def timeout_req(seconds: Optional[int], action: Optional[str]) -> Req:
     if action is not None:
         body["timeoutAction"] = action
     return Req("POST", "/timeout", json=body)
+
+
+def peers_sync_req() -> Req:
+    # Rebuilds /workspace/peers from every provider: a download and a check per provider.
+    return Req("POST", "/peers/sync", read_timeout=300.0)
+
+
+def peer_mode_req(alias: str, mode: str) -> Req:
+    path = f"/peers/{urllib.parse.quote(alias, safe='')}"
+    return Req("PATCH", path, json={"sourceMode": mode}, read_timeout=300.0)
 
 
 def _params(**kw: Any) -> Params:

@@ -116,9 +116,10 @@ class AsyncSandboxes:
         metadata: Optional[Mapping[str, str]] = None,
         snapshot_id: Optional[str] = None,
         secret_env: Optional[Mapping[str, str]] = None,
+        peer_links: Optional[Sequence[core.PeerLinkLike]] = None,
     ) -> "AsyncSandbox":
         req = core.create_vm(cpu, mem_mb, image_id, disk_size_mb, allow_ips, outbound_internet,
-                             timeout_sec, timeout_action, metadata, snapshot_id, secret_env)
+                             timeout_sec, timeout_action, metadata, snapshot_id, secret_env, peer_links)
         return AsyncSandbox(self._c, await self._c._json(req, VM.from_json))
 
     async def list(
@@ -253,6 +254,13 @@ class AsyncSandbox:
 
     async def set_metadata(self, metadata: Mapping[str, Optional[str]]) -> VM:
         return await self.client._json(self._vm(Req("PATCH", "", json={"metadata": dict(metadata)})), self._set)
+
+    async def peers_sync(self) -> None:
+        await self.client._send(self._vm(core.peers_sync_req()))
+
+    async def set_peer_source_mode(self, alias: str, mode: str) -> VM:
+        await self.client._send(self._vm(core.peer_mode_req(alias, mode)))
+        return await self.refresh()
 
     async def snapshot(self) -> Snapshot:
         return await self.client._json(self._vm(Req("POST", "/snapshots", read_timeout=300.0)), Snapshot.from_json)

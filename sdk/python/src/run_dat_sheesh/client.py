@@ -91,10 +91,12 @@ class Sandboxes:
         metadata: Optional[Mapping[str, str]] = None,
         snapshot_id: Optional[str] = None,
         secret_env: Optional[Mapping[str, str]] = None,
+        peer_links: Optional[Sequence[core.PeerLinkLike]] = None,
     ) -> "Sandbox":
-        """Creates a VM and returns once it is RUNNING. `snapshot_id` restores a user snapshot."""
+        """Creates a VM and returns once it is RUNNING. `snapshot_id` restores a user snapshot;
+        `peer_links` links it to RUNNING provider VMs (PeerLink or {"alias", "vm_id", "source_mode"})."""
         req = core.create_vm(cpu, mem_mb, image_id, disk_size_mb, allow_ips, outbound_internet,
-                             timeout_sec, timeout_action, metadata, snapshot_id, secret_env)
+                             timeout_sec, timeout_action, metadata, snapshot_id, secret_env, peer_links)
         return Sandbox(self._c, self._c._json(req, VM.from_json))
 
     def list(
@@ -236,6 +238,15 @@ class Sandbox:
     def set_metadata(self, metadata: Mapping[str, Optional[str]]) -> VM:
         """Merges: a string sets a key, None removes it, other keys stay."""
         return self.client._json(self._vm(Req("PATCH", "", json={"metadata": dict(metadata)})), self._set)
+
+    def peers_sync(self) -> None:
+        """Rebuilds /workspace/peers from the linked providers as they are now (RUNNING VM only)."""
+        self.client._send(self._vm(core.peers_sync_req()))
+
+    def set_peer_source_mode(self, alias: str, mode: str) -> VM:
+        """'hidden' or 'mounted' for the link `alias`; /workspace/peers is rebuilt with it."""
+        self.client._send(self._vm(core.peer_mode_req(alias, mode)))
+        return self.refresh()
 
     def snapshot(self) -> Snapshot:
         return self.client._json(self._vm(Req("POST", "/snapshots", read_timeout=300.0)), Snapshot.from_json)

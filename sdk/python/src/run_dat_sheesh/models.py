@@ -10,6 +10,24 @@ Json = Dict[str, Any]
 
 
 @dataclass(frozen=True)
+class PeerLink:
+    """A link of a consumer VM to a provider VM (docs/peers.md): the provider's functions appear under
+    /workspace/peers/<alias> in the consumer. `source_mode` is 'hidden' (the default) or 'mounted'
+    (also a copy of the provider's sources)."""
+
+    alias: str
+    vm_id: str
+    source_mode: str = "hidden"
+
+    @classmethod
+    def from_json(cls, j: Json) -> "PeerLink":
+        return cls(alias=j["alias"], vm_id=j["vmId"], source_mode=j.get("sourceMode") or "hidden")
+
+    def to_json(self) -> Json:
+        return {"alias": self.alias, "vmId": self.vm_id, "sourceMode": self.source_mode}
+
+
+@dataclass(frozen=True)
 class VM:
     id: str
     state: str
@@ -27,6 +45,7 @@ class VM:
     expires_at: Optional[str]
     timeout_action: Optional[str]
     metadata: Dict[str, str]
+    peer_links: List[PeerLink]
     raw: Json = field(repr=False, compare=False)
 
     @classmethod
@@ -48,6 +67,7 @@ class VM:
             expires_at=j.get("expiresAt"),
             timeout_action=j.get("timeoutAction"),
             metadata=dict(j.get("metadata") or {}),
+            peer_links=[PeerLink.from_json(p) for p in j.get("peerLinks") or []],
             raw=j,
         )
 

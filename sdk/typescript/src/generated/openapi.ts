@@ -69,6 +69,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/internal/v1/peer/invoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["peers_invoke"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/metrics": {
         parameters: {
             query?: never;
@@ -535,6 +551,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/vms/{id}/peers/sync": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["vms_sync"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{id}/peers/{alias}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch: operations["vms_patch"];
+        trace?: never;
+    };
     "/v1/vms/{id}/resume": {
         parameters: {
             query?: never;
@@ -748,6 +796,8 @@ export interface components {
                 [key: string]: string;
             } | null;
             outboundInternet?: boolean | null;
+            /** @description At most 16 links to provider VMs (`docs/peers.md`), each RUNNING with a valid manifest. */
+            peerLinks?: components["schemas"]["PeerLinkBody"][] | null;
             /**
              * @description Write-only `KEY=value` secrets (`docs/secret-env.md`): at most 64, unique keys, each value
              *     empty or at least 4 bytes; sealed with VM_SECRET_KEY, injected into every exec, run-ts and
@@ -892,10 +942,46 @@ export interface components {
                 [key: string]: string | null;
             } | null;
         };
+        /** @description `POST /internal/v1/peer/invoke` body (`docs/peers.md`). */
+        PeerInvokeBody: {
+            /** @description The consumer's alias of the provider. */
+            alias: string;
+            /** @description Arguments, as JSON values. Default `[]`. */
+            args?: unknown[] | null;
+            /** @description Default `default`; `^[A-Za-z_$][A-Za-z0-9_$]*$`. */
+            exportName?: string | null;
+            /** @description A module of the provider's manifest, relative to /workspace (or absolute under it). */
+            modulePath: string;
+            /**
+             * Format: int64
+             * @description Default min(30000, MAX_RUNTS_TIMEOUT_MS).
+             */
+            timeoutMs?: number | null;
+        };
+        /** @description `POST /internal/v1/peer/invoke` answer. */
+        PeerInvokeResult: {
+            /** @description What the export returned (resolved), as JSON; null when nothing. */
+            result: unknown;
+        };
         PeerLink: {
             alias: string;
             sourceMode: string;
             vmId: string;
+        };
+        /** @description One link of `peerLinks` on create. */
+        PeerLinkBody: {
+            /** @description `^[A-Za-z0-9_-]{1,64}$`, unique among the VM's links. */
+            alias: string;
+            sourceMode?: components["schemas"]["SourceModeName"] | null;
+            /**
+             * Format: uuid
+             * @description The provider: another user VM, RUNNING, with `/workspace/.rds-peer/manifest.json`.
+             */
+            vmId: string;
+        };
+        /** @description `PATCH /v1/vms/{id}/peers/{alias}` body. */
+        PeerPatchBody: {
+            sourceMode: components["schemas"]["SourceModeName"];
         };
         /** @description `POST /v1/vms/{id}/run-js` body: as run-ts, with `nodeFlags` instead of `denoFlags`. */
         RunJsBody: {
@@ -986,6 +1072,8 @@ export interface components {
             /** @description Null for templates. */
             sourceVmId?: string | null;
         };
+        /** @enum {string} */
+        SourceModeName: "hidden" | "mounted";
         /**
          * @description What happens to a VM at its deadline: destroyed, or paused (memory kept; `resume` continues it).
          * @enum {string}
@@ -1201,6 +1289,105 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+        };
+    };
+    peers_invoke: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PeerInvokeBody"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PeerInvokeResult"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Provider destroyed */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Provider not RUNNING */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The provider's call failed */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The provider's call timed out */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
         };
     };
@@ -3891,6 +4078,190 @@ export interface operations {
                 };
             };
             507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    vms_sync: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description VM id: a UUID v4 */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `/workspace/peers` rebuilt from the linked providers */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A provider's manifest is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description This VM or a provider is not RUNNING */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    vms_patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description VM id: a UUID v4 */
+                id: string;
+                /** @description A link's alias */
+                alias: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PeerPatchBody"];
+            };
+        };
+        responses: {
+            /** @description Link updated and `/workspace/peers` rebuilt */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Error */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Error */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Error */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            504: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "run-dat-sheesh", description = "Run untrusted code in microVMs."),
     modifiers(&Security),
-    tags((name = "vms", description = "Sandboxes"), (name = "images", description = "Guest images"), (name = "snapshots", description = "User snapshots and templates"), (name = "health", description = "Probes"), (name = "auth", description = "Admin login and session"), (name = "admin", description = "Activity, API keys, live events"))
+    tags((name = "vms", description = "Sandboxes"), (name = "images", description = "Guest images"), (name = "snapshots", description = "User snapshots and templates"), (name = "health", description = "Probes"), (name = "auth", description = "Admin login and session"), (name = "admin", description = "Activity, API keys, live events"), (name = "peers", description = "Called by code in consumer VMs"))
 )]
 pub struct ApiDoc;
 
@@ -24,6 +24,12 @@ impl Modify for Security {
         c.add_security_scheme(
             "ApiKeyAuth",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        c.add_security_scheme(
+            "BridgeToken",
+            SecurityScheme::Http(utoipa::openapi::security::Http::new(
+                utoipa::openapi::security::HttpAuthScheme::Bearer,
+            )),
         );
         c.add_security_scheme(
             "SessionCookie",

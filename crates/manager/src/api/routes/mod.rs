@@ -7,6 +7,7 @@ pub mod images;
 pub mod logs;
 pub mod overview;
 pub mod pause;
+pub mod peers;
 pub mod runs;
 pub mod snapshots;
 pub mod vms;
