@@ -268,6 +268,19 @@ fn cli_against_a_real_manager() {
     let missing = m.rds(&["vm", "create", "--secret-env", "RDS_TEST_UNSET_VAR"]);
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
     assert_eq!(vm["state"], "RUNNING");
+    // Peers: no links listed; a sync of a VM without links rebuilds its empty index; an unknown
+    // alias is the API's 404 (docs/peers.md).
+    assert_eq!(vm["peerLinks"], serde_json::json!([]), "{vm}");
+    assert_eq!(
+        m.ok(&["vm", "peers-sync", &id]),
+        format!("{id} peers synced\n")
+    );
+    let unknown_peer = m.rds(&["vm", "peer-mode", &id, "nope", "mounted"]);
+    assert_eq!(unknown_peer.status.code(), Some(1), "{unknown_peer:?}");
+    assert_eq!(
+        stderr(&unknown_peer),
+        format!("error: Peer alias nope not found for VM {id} (HTTP 404)\n")
+    );
     let table = m.ok(&["vm", "ls"]);
     assert!(table.starts_with("ID ") && table.contains(&id), "{table}");
     let filtered = m.json(&["vm", "ls", "--meta", "suite=cli", "--state", "RUNNING"]);

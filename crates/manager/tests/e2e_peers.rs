@@ -721,6 +721,42 @@ async fn consumer_calls_provider_functions_through_the_manager() {
         (401, json!({"message": "Invalid bridge token"}))
     );
 
+    // A snapshot carries the consumer's trees; a VM made from it has only the links its own create
+    // passes: with them it gets a token of its own, without them an empty index (the snapshot's
+    // `.rds` is still on its disk, with a token that is not this VM's).
+    let r = tm
+        .call(Method::POST, &format!("/v1/vms/{c}/snapshots"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let snap = r.json["id"].as_str().unwrap().to_string();
+    let c2 = tm
+        .create_vm(json!({"cpu": 1, "memMb": 256, "userOverlaySnapshotId": snap,
+            "peerLinks": math.clone()}))
+        .await;
+    let (_, token3) = bridge(&tm, &c2).await;
+    assert!(token3 != token2 && token3 != token, "a restored consumer keeps an old token");
+    assert_eq!(run_ok(&tm, &c2, "run-ts", &call_add()).await, 5);
+    assert_eq!(
+        invoke(&tm, &c2, &base, Some(&token2), add.clone()).await,
+        (401, json!({"message": "Invalid bridge token"})),
+        "the snapshot source's token from the restored VM"
+    );
+    let bare = tm
+        .create_vm(json!({"cpu": 1, "memMb": 256, "userOverlaySnapshotId": snap}))
+        .await;
+    assert_eq!(vm(&tm, &bare).await["peerLinks"], json!([]));
+    assert_eq!(
+        json_file(&tm, &bare, "/workspace/peers/index.json").await,
+        json!({"peers": []}),
+        "a VM restored without links lists none"
+    );
+    destroy(&tm, &c2).await;
+    destroy(&tm, &bare).await;
+    let r = tm
+        .call(Method::DELETE, &format!("/v1/snapshots/{snap}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
+
     // Tokens stay out of what the API says about the VMs, and the provider's secret out of the
     // manager's log (the tokens are not checked there: this test spells them in exec commands).
     for t in [&token, &token2, &s_token] {

@@ -157,7 +157,7 @@ pub async fn run(c: &Client, out: &Out, cmd: VmCmd) -> Result<(), Failure> {
             let body = json!({ "sourceMode": mode.name() });
             let path = format!("/v1/vms/{id}/peers/{}", path_segment(&alias));
             c.call(Method::PATCH, &path, &[], Some(body)).await?;
-            out.done(&id, &format!("peer {alias} {}", mode.name()));
+            out.done(&id, &format!("peer {alias} set to {}", mode.name()));
             Ok(())
         }
         VmCmd::Rm { ids } => {
