@@ -188,6 +188,29 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
+/// Whether the caller asked for a streamed reply (`Accept: application/x-ndjson`).
+pub fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| {
+            let mime = m.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case(rds_protocol::stream::NDJSON)
+        })
+}
+
+/// A 200 streamed reply of JSON lines.
+pub fn ndjson(body: ChannelBody) -> Response<Body> {
+    let mut resp = Response::new(body.boxed());
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(rds_protocol::stream::NDJSON),
+    );
+    resp
+}
+
 /// A `Write` that hands its bytes to a [`ChannelBody`] in chunks of about `chunk` bytes.
 pub struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,

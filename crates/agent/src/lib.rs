@@ -25,6 +25,7 @@ pub mod runner;
 pub mod sandbox;
 pub mod server;
 pub mod state;
+pub mod stream;
 pub mod wrapper;
 
 /// The agent's semver, sent as `X-RDS-Agent-Version` and in `/health`.

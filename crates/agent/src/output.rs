@@ -23,13 +23,16 @@ impl Capture {
         }
     }
 
-    /// Appends what fits under the cap and counts the rest as dropped.
-    pub fn push(&mut self, chunk: &[u8]) {
+    /// Appends what fits under the cap and counts the rest as dropped; returns how many bytes of
+    /// `chunk` were kept (a streamed call sends exactly those).
+    pub fn push(&mut self, chunk: &[u8]) -> usize {
         let room = self.cap.saturating_sub(self.kept.len());
         if chunk.len() > room {
             self.truncated = true;
         }
-        self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let kept = chunk.len().min(room);
+        self.kept.extend_from_slice(&chunk[..kept]);
+        kept
     }
 
     /// Lossy UTF-8 text and the truncated flag. A character cut in half by the cap is dropped rather than

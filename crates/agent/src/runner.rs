@@ -14,6 +14,7 @@ use tokio::time::sleep_until;
 use crate::cgroup::CallCgroup;
 use crate::output::Capture;
 use crate::sandbox::{self, Launch};
+pub use crate::stream::Sink;
 
 /// Longest timeout honoured; larger values are clamped (a year is "never" for a sandbox call).
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -47,7 +48,15 @@ fn append_note(stderr: &mut String, note: &str) -> usize {
     stderr.len() - before
 }
 
-pub async fn run(launch: &Launch<'_>, timeout: Duration, cgroup: Option<&CallCgroup>) -> Outcome {
+/// Runs `launch` to completion. With a `sink` (a streamed call) the kept output also goes there as
+/// it arrives; when the sink's reader is gone the process group is killed at once and the outcome
+/// is whatever was collected.
+pub async fn run(
+    launch: &Launch<'_>,
+    timeout: Duration,
+    cgroup: Option<&CallCgroup>,
+    mut sink: Option<&mut Sink>,
+) -> Outcome {
     let started = Instant::now();
     let spawned = sandbox::command(launch).and_then(|mut cmd| cmd.spawn());
     let mut child = match spawned {
@@ -83,6 +92,25 @@ pub async fn run(launch: &Launch<'_>, timeout: Duration, cgroup: Option<&CallCgr
     let mut timed_out = false;
     // Set once the main process ended or was killed: the moment we answer at the latest.
     let mut give_up: Option<tokio::time::Instant> = None;
+    let kill = || {
+        if let Some(pgid) = pgid {
+            // SAFETY: plain kill(2) of the group the child leads (it called setsid).
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+        if let Some(cg) = cgroup {
+            cg.kill_all();
+        }
+    };
+    // Whether a streamed call's reader went away (the manager's client hung up).
+    let mut abandoned = false;
+    let gone = sink.as_deref().map(Sink::gone);
+    let gone = async move {
+        match gone {
+            Some(f) => f.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(gone);
 
     loop {
         if !out_open && !err_open && status.is_some() {
@@ -92,11 +120,21 @@ pub async fn run(launch: &Launch<'_>, timeout: Duration, cgroup: Option<&CallCgr
             give_up.unwrap_or_else(|| tokio::time::Instant::from_std(deadline + MAX_TIMEOUT));
         tokio::select! {
             r = stdout.read(&mut out_buf), if out_open => match r {
-                Ok(n) if n > 0 => out.push(&out_buf[..n]),
+                Ok(n) if n > 0 => {
+                    let kept = out.push(&out_buf[..n]);
+                    if let Some(s) = sink.as_deref_mut() {
+                        abandoned = !s.output(0, &out_buf[..kept]).await;
+                    }
+                }
                 _ => out_open = false,
             },
             r = stderr.read(&mut err_buf), if err_open => match r {
-                Ok(n) if n > 0 => err.push(&err_buf[..n]),
+                Ok(n) if n > 0 => {
+                    let kept = err.push(&err_buf[..n]);
+                    if let Some(s) = sink.as_deref_mut() {
+                        abandoned = !s.output(1, &err_buf[..kept]).await;
+                    }
+                }
                 _ => err_open = false,
             },
             s = child.wait(), if status.is_none() => {
@@ -108,17 +146,23 @@ pub async fn run(launch: &Launch<'_>, timeout: Duration, cgroup: Option<&CallCgr
             },
             _ = sleep_until(tokio::time::Instant::from_std(deadline)), if !timed_out && status.is_none() => {
                 timed_out = true;
-                if let Some(pgid) = pgid {
-                    // SAFETY: plain kill(2) of the group the child leads (it called setsid).
-                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                }
-                if let Some(cg) = cgroup {
-                    cg.kill_all();
-                }
+                kill();
                 give_up = Some(tokio::time::Instant::now() + grace);
             },
             _ = sleep_until(give_up_at), if give_up.is_some() => break,
+            () = &mut gone, if !abandoned => abandoned = true,
         }
+        if abandoned {
+            tracing::info!("the streamed call's reader went away: process group killed");
+            kill();
+            if status.is_none() {
+                status = child.wait().await.ok().map(exit_code);
+            }
+            break;
+        }
+    }
+    if let Some(s) = sink {
+        s.flush().await;
     }
     // Dropping the pipe ends here closes them; descendants' later writes fail with EPIPE.
     drop((stdout, stderr));

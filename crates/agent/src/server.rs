@@ -151,7 +151,7 @@ fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, state: A
     });
 }
 
-async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();

@@ -730,11 +730,16 @@ async fn consumer_calls_provider_functions_through_the_manager() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     let snap = r.json["id"].as_str().unwrap().to_string();
     let c2 = tm
-        .create_vm(json!({"cpu": 1, "memMb": 256, "userOverlaySnapshotId": snap,
-            "peerLinks": math.clone()}))
+        .create_vm(
+            json!({"cpu": 1, "memMb": 256, "userOverlaySnapshotId": snap,
+            "peerLinks": math.clone()}),
+        )
         .await;
     let (_, token3) = bridge(&tm, &c2).await;
-    assert!(token3 != token2 && token3 != token, "a restored consumer keeps an old token");
+    assert!(
+        token3 != token2 && token3 != token,
+        "a restored consumer keeps an old token"
+    );
     assert_eq!(run_ok(&tm, &c2, "run-ts", &call_add()).await, 5);
     assert_eq!(
         invoke(&tm, &c2, &base, Some(&token2), add.clone()).await,

@@ -6,6 +6,7 @@
 pub mod files;
 pub mod handshake;
 mod run;
+pub mod stream;
 mod system;
 pub mod workspace;
 

@@ -8,20 +8,27 @@ use hyper::{Request, Response, StatusCode};
 use rds_protocol::{is_valid_env_key, ExecRequest, DEFAULT_TIMEOUT_MS, WORKSPACE};
 
 use crate::error::ApiError;
-use crate::http::{self, Body};
+use crate::http::{self, Body, ChannelBody};
 use crate::output;
 use crate::paths::{self, OpenError, PathError, Resolver};
 use crate::runner;
 use crate::sandbox::Launch;
 use crate::state::AppState;
+use crate::stream::{self, Sink};
+use rds_protocol::stream::ExitEvent;
+use std::sync::Arc;
 
-pub async fn post(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let _slot = state
+pub async fn post(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let slot = state
         .exec_slots
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::TooManyExecs)?;
     let budget = http::max_response_bytes(req.headers());
+    let streamed = http::wants_ndjson(req.headers());
     let body: ExecRequest = http::read_json(req).await?;
 
     let env = validate_env(&body.env)?;
@@ -32,30 +39,60 @@ pub async fn post(state: &AppState, req: Request<Incoming>) -> Result<Response<B
     let cwd_text = body.cwd.as_deref().unwrap_or(WORKSPACE);
     let cwd = open_cwd(state, cwd_text)?;
 
-    let cgroup = state.cgroups.as_ref().and_then(|c| match c.create() {
-        Ok(cg) => Some(cg),
-        Err(e) => {
-            tracing::warn!(error = %crate::error_chain(&e), "running without a call cgroup");
-            None
-        }
-    });
-    let procs = cgroup.as_ref().map(|c| c.procs_file());
-    let shell = &state.shell;
-    let args = [shell.command_flag(), body.cmd.as_str()];
-    let launch = Launch {
-        program: &shell.path,
-        args: &args,
-        env: &env,
-        shell: &shell.path,
-        cwd: &cwd,
-        identity: state.settings.identity,
-        cgroup_procs: procs.as_deref(),
+    let state = state.clone();
+    let (stream_body, mut sink) = if streamed {
+        let (b, tx) = ChannelBody::new(stream::DEPTH);
+        (Some(b), Some(Sink::new(tx)))
+    } else {
+        (None, None)
     };
-    let outcome = runner::run(&launch, timeout, cgroup.as_ref()).await;
-    if let (Some(sandboxes), Some(cg)) = (&state.cgroups, cgroup) {
-        sandboxes.release(cg);
+    // Everything the call needs is owned here: a streamed call runs on after the handler returned.
+    let work = async move {
+        let _slot = slot;
+        let cgroup = state.cgroups.as_ref().and_then(|c| match c.create() {
+            Ok(cg) => Some(cg),
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "running without a call cgroup");
+                None
+            }
+        });
+        let procs = cgroup.as_ref().map(|c| c.procs_file());
+        let shell = &state.shell;
+        let args = [shell.command_flag(), body.cmd.as_str()];
+        let launch = Launch {
+            program: &shell.path,
+            args: &args,
+            env: &env,
+            shell: &shell.path,
+            cwd: &cwd,
+            identity: state.settings.identity,
+            cgroup_procs: procs.as_deref(),
+        };
+        let outcome = runner::run(&launch, timeout, cgroup.as_ref(), sink.as_mut()).await;
+        if let (Some(sandboxes), Some(cg)) = (&state.cgroups, cgroup) {
+            sandboxes.release(cg);
+        }
+        if let Some(sink) = &sink {
+            let r = &outcome.result;
+            sink.line(&ExitEvent::<()> {
+                kind: "exit".into(),
+                exit_code: r.exit_code,
+                result: None,
+                error: None,
+                stdout_truncated: r.stdout_truncated,
+                stderr_truncated: r.stderr_truncated,
+                timed_out: r.timed_out,
+                duration_ms: r.duration_ms,
+            })
+            .await;
+        }
+        outcome
+    };
+    if let Some(body) = stream_body {
+        tokio::spawn(work);
+        return Ok(http::ndjson(body));
     }
-
+    let outcome = work.await;
     let mut result = outcome.result;
     if let Some(budget) = budget {
         output::fit_to_budget(&mut result, budget, outcome.stderr_note_len);

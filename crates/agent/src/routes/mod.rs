@@ -16,8 +16,10 @@ use crate::error::ApiError;
 use crate::http::{self, Body};
 use crate::state::AppState;
 use run::Runtime;
+use std::sync::Arc;
 
-pub async fn dispatch(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+/// `state` is shared with the tasks of streamed calls, which outlive the handler.
+pub async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let post = |allowed: bool| {
         if allowed {
             Ok(())

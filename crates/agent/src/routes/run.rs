@@ -21,13 +21,16 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
-use crate::http::{self, Body};
+use crate::http::{self, Body, ChannelBody};
 use crate::output;
 use crate::paths::{self, OpenError, PathError, Resolver};
 use crate::runner;
 use crate::sandbox::Launch;
 use crate::state::AppState;
+use crate::stream::{self, Sink};
 use crate::wrapper;
+use rds_protocol::stream::ExitEvent;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
@@ -288,16 +291,17 @@ fn path_error(e: PathError) -> ApiError {
 }
 
 pub async fn post(
-    state: &AppState,
+    state: &Arc<AppState>,
     req: Request<Incoming>,
     runtime: Runtime,
 ) -> Result<Response<Body>, ApiError> {
-    let _slot = state
+    let slot = state
         .exec_slots
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::TooManyExecs)?;
     let budget = http::max_response_bytes(req.headers());
+    let streamed = http::wants_ndjson(req.headers());
     let body: RunRequest = http::read_json(req).await?;
 
     let source = match (&body.code, &body.path) {
@@ -392,31 +396,62 @@ pub async fn post(
     args.push(wrapper_path.to_string_lossy().into_owned());
     args.extend(body.args.iter().cloned());
     launch_env.extend(env.iter().cloned());
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
 
-    let cgroup = state.cgroups.as_ref().and_then(|c| match c.create() {
-        Ok(cg) => Some(cg),
-        Err(e) => {
-            tracing::warn!(error = %crate::error_chain(&e), "running without a call cgroup");
-            None
-        }
-    });
-    let procs = cgroup.as_ref().map(|c| c.procs_file());
-    let launch = Launch {
-        program: &program,
-        args: &arg_refs,
-        env: &launch_env,
-        shell: &state.shell.path,
-        cwd: &cwd,
-        identity: state.settings.identity,
-        cgroup_procs: procs.as_deref(),
+    let state = state.clone();
+    let (stream_body, mut sink) = if streamed {
+        let (b, tx) = ChannelBody::new(stream::DEPTH);
+        (Some(b), Some(Sink::new(tx)))
+    } else {
+        (None, None)
     };
-    let outcome = runner::run(&launch, timeout, cgroup.as_ref()).await;
-    if let (Some(sandboxes), Some(cg)) = (&state.cgroups, cgroup) {
-        sandboxes.release(cg);
+    // Everything the call needs is owned here: a streamed call runs on after the handler returned.
+    let work = async move {
+        let _slot = slot;
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cgroup = state.cgroups.as_ref().and_then(|c| match c.create() {
+            Ok(cg) => Some(cg),
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "running without a call cgroup");
+                None
+            }
+        });
+        let procs = cgroup.as_ref().map(|c| c.procs_file());
+        let launch = Launch {
+            program: &program,
+            args: &arg_refs,
+            env: &launch_env,
+            shell: &state.shell.path,
+            cwd: &cwd,
+            identity: state.settings.identity,
+            cgroup_procs: procs.as_deref(),
+        };
+        let outcome = runner::run(&launch, timeout, cgroup.as_ref(), sink.as_mut()).await;
+        if let (Some(sandboxes), Some(cg)) = (&state.cgroups, cgroup) {
+            sandboxes.release(cg);
+        }
+        let (result, error) = parse_recorded(files.read_result(&result_name));
+        drop(files);
+        if let Some(sink) = &sink {
+            let r = &outcome.result;
+            sink.line(&ExitEvent {
+                kind: "exit".into(),
+                exit_code: r.exit_code,
+                result: result.as_deref(),
+                error: error.as_deref(),
+                stdout_truncated: r.stdout_truncated,
+                stderr_truncated: r.stderr_truncated,
+                timed_out: r.timed_out,
+                duration_ms: r.duration_ms,
+            })
+            .await;
+        }
+        (outcome, result, error)
+    };
+    if let Some(body) = stream_body {
+        tokio::spawn(work);
+        return Ok(http::ndjson(body));
     }
-    let (result, error) = parse_recorded(files.read_result(&result_name));
-    drop(files);
+    let (outcome, result, error) = work.await;
 
     let mut exec = outcome.result;
     if let Some(budget) = budget {
