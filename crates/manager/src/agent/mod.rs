@@ -49,6 +49,8 @@ pub enum Payload {
     File(tokio::fs::File, u64),
     /// A small archive the manager built in memory (peer trees).
     Gzip(Vec<u8>),
+    /// A JSON request whose reply is streamed as JSON lines (`rds_protocol::stream`).
+    JsonForStream(Vec<u8>),
 }
 
 type ReqBody = BoxBody<Bytes, std::io::Error>;
@@ -147,6 +149,41 @@ impl AgentClient {
         .map(|_| ())
     }
 
+    /// Starts a streamed exec or run: the reply's JSON lines as they come, under the binary cap
+    /// and `deadline` for the whole call. Dropping the stream closes the connection, which makes
+    /// the agent kill the call's process group.
+    pub async fn stream(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<Download, AgentError> {
+        let deadline = Instant::now() + deadline;
+        let budget = self.cfg.max_binary_response_bytes;
+        let work = async {
+            let stream = self.connect().await?;
+            let resp = self
+                .send(
+                    stream,
+                    Method::POST,
+                    path,
+                    Payload::JsonForStream(body),
+                    budget,
+                    deadline,
+                )
+                .await?;
+            if resp.status().is_success() {
+                Ok(resp)
+            } else {
+                let status = resp.status();
+                let body = self.collect_raw(resp, 64 * 1024).await.unwrap_or_default();
+                Err(status_error(status, &body))
+            }
+        };
+        let resp = with_deadline(deadline, work).await?;
+        Ok(Download::new(resp.into_body(), budget, deadline))
+    }
+
     /// Starts a download; the body is streamed to the caller under the binary cap and deadline.
     #[tracing::instrument(
         name = "agent.call",
@@ -239,9 +276,10 @@ impl AgentClient {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
+            let streamed = matches!(payload, Payload::JsonForStream(_));
             let (body, len, content_type): (ReqBody, u64, Option<&str>) = match payload {
                 Payload::Empty => (Empty::new().map_err(|e| match e {}).boxed(), 0, None),
-                Payload::Json(v) => {
+                Payload::Json(v) | Payload::JsonForStream(v) => {
                     let n = v.len() as u64;
                     (
                         Full::new(Bytes::from(v)).map_err(|e| match e {}).boxed(),
@@ -275,6 +313,9 @@ impl AgentClient {
                 .header(HEADER_MAX_RESPONSE_BYTES, budget);
             if let Some(ct) = content_type {
                 builder = builder.header(http::header::CONTENT_TYPE, ct);
+            }
+            if streamed {
+                builder = builder.header(http::header::ACCEPT, rds_protocol::stream::NDJSON);
             }
             let req = builder
                 .body(body)

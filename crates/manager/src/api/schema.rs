@@ -309,6 +309,31 @@ pub struct RunJsBody {
     pub timeout_ms: Option<u64>,
 }
 
+/// One line of a streamed exec, run-ts or run-js (`docs/api.md` "Streaming"): `stdout` and
+/// `stderr` lines carry `data` as it arrives; the last line of a finished call is `exit` (the
+/// buffered reply's fields without the output); `error` ends a call that could not finish.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamLine {
+    #[serde(rename = "type")]
+    #[schema(pattern = "^(stdout|stderr|exit|error)$")]
+    pub kind: String,
+    /// `stdout` / `stderr`: output text (whole characters).
+    pub data: Option<String>,
+    /// `exit`: as in the buffered reply.
+    pub exit_code: Option<i32>,
+    /// `exit` of a run: what `result.set` recorded.
+    pub result: Option<serde_json::Value>,
+    /// `exit` of a run: what `result.error` recorded; `error`: absent.
+    pub error: Option<serde_json::Value>,
+    pub stdout_truncated: Option<bool>,
+    pub stderr_truncated: Option<bool>,
+    pub timed_out: Option<bool>,
+    pub duration_ms: Option<u64>,
+    /// `error`: why the call could not finish.
+    pub message: Option<String>,
+}
+
 /// run-ts / run-js reply: the exec fields plus `result` (any JSON value) and `error`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

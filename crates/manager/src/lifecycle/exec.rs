@@ -9,6 +9,7 @@ use crate::secret_env;
 use rds_protocol::{paths, ExecRequest, ExecResult, RunRequest, RunResult};
 use serde_json::json;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::time::Duration;
 
 pub type RunReply = RunResult<Box<RawValue>>;
@@ -22,6 +23,54 @@ pub enum Runtime {
     Node,
 }
 
+impl Runtime {
+    pub(super) fn path(self) -> &'static str {
+        match self {
+            Runtime::Deno => paths::RUN_TS,
+            Runtime::Node => paths::RUN_JS,
+        }
+    }
+}
+
+/// What the agent gets for an exec: the caller's env, then the VM's secrets over it.
+pub(super) fn with_secrets<'a>(
+    req: &'a ExecRequest,
+    secrets: &secret_env::Entries,
+) -> Cow<'a, ExecRequest> {
+    if secrets.is_empty() {
+        return Cow::Borrowed(req);
+    }
+    let mut merged = req.clone();
+    merged.env.extend(secrets.iter().cloned());
+    Cow::Owned(merged)
+}
+
+/// What the agent gets for a run: `allowNet` set from the VM's egress policy (a consumer's peer
+/// runtime calls the manager, so Deno needs the network then too), the caller's entries for other
+/// keys, then the secrets.
+pub(super) fn run_request<'a>(
+    vm: &VmRecord,
+    runtime: Runtime,
+    req: &'a mut RunRequest,
+    secrets: &secret_env::Entries,
+) -> Result<Cow<'a, RunRequest>, LifecycleError> {
+    req.allow_net = runtime == Runtime::Deno && (vm.outbound_internet || !vm.peer_links.is_empty());
+    if secrets.is_empty() {
+        return Ok(Cow::Borrowed(req));
+    }
+    let mut m = req.clone();
+    m.env.retain(|e| !secret_env::sets_key(secrets, e));
+    m.env
+        .extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));
+    if m.env.len() > rds_protocol::MAX_RUN_ENV {
+        return Err(LifecycleError::Invalid(format!(
+            "env and secretEnv together have more than {} entries",
+            rds_protocol::MAX_RUN_ENV
+        )));
+    }
+    Ok(Cow::Owned(m))
+}
+
 impl VmService {
     #[tracing::instrument(name = "vm.exec", skip_all, fields(vm_id = %id))]
     pub async fn exec(
@@ -32,37 +81,41 @@ impl VmService {
     ) -> Result<ExecResult, LifecycleError> {
         let vm = self.running(id).await?;
         let secrets = self.open_secret_env(&vm)?;
-        let sent;
-        let req_to_agent = if secrets.is_empty() {
-            req
-        } else {
-            // The caller's env, then the secrets over it.
-            let mut merged = req.clone();
-            merged.env.extend(secrets.iter().cloned());
-            sent = merged;
-            &sent
-        };
+        let sent = with_secrets(req, &secrets);
         let result = self
             .agent_for(id)
-            .call_json::<_, ExecResult>(paths::EXEC, req_to_agent, self.run_deadline(timeout_ms))
+            .call_json::<_, ExecResult>(paths::EXEC, &*sent, self.run_deadline(timeout_ms))
             .await;
         let result = match result {
             Ok(r) => r,
             Err(e) => return Err(self.explain_agent_error(id, e).await),
         };
-        self.log_exec(id, req, &result, &secrets).await;
+        self.record_exec(&vm, req, &result, &secrets, timeout_ms)
+            .await;
+        Ok(result)
+    }
+
+    /// The exec-log entry and the `exec.command` event of one exec, secrets scrubbed.
+    pub(super) async fn record_exec(
+        &self,
+        vm: &VmRecord,
+        req: &ExecRequest,
+        result: &ExecResult,
+        secrets: &secret_env::Entries,
+        timeout_ms: u64,
+    ) {
+        self.log_exec(&vm.id, req, result, secrets).await;
         // Scrubbed (docs/reference/api.md §7) before the cut, so no fragment of a secret survives
         // it.
-        let values = secret_env::values(&secrets);
+        let values = secret_env::values(secrets);
         let cmd = scrub::scrub_str(&req.cmd, &values);
         self.vm_event_redacted(
-            &vm,
+            vm,
             EventType::ExecCommand,
             json!({"cmd": truncate_chars(&cmd, MAX_EVENT_CMD), "cwd": req.cwd, "timeoutMs": timeout_ms,
                 "exitCode": result.exit_code, "timedOut": result.timed_out}),
             values,
         );
-        Ok(result)
     }
 
     /// run-ts / run-js. `allowNet` is the manager's decision (egress policy), never the caller's.
@@ -79,19 +132,33 @@ impl VmService {
         let result = self
             .send_run(&vm, runtime, &mut req, timeout_ms, &secrets)
             .await?;
-        self.log_run(id, runtime, &req, &result, &secrets).await;
+        self.record_run(&vm, runtime, &req, &result, &secrets, timeout_ms)
+            .await;
+        Ok(result)
+    }
+
+    /// The exec-log entry and the `runTs.executed` / `runJs.executed` event of one run.
+    pub(super) async fn record_run(
+        &self,
+        vm: &VmRecord,
+        runtime: Runtime,
+        req: &RunRequest,
+        result: &RunReply,
+        secrets: &secret_env::Entries,
+        timeout_ms: u64,
+    ) {
+        self.log_run(&vm.id, runtime, req, result, secrets).await;
         let kind = match runtime {
             Runtime::Deno => EventType::RunTsExecuted,
             Runtime::Node => EventType::RunJsExecuted,
         };
         self.vm_event_redacted(
-            &vm,
+            vm,
             kind,
             json!({"path": req.path, "hasInlineCode": req.code.is_some(), "timeoutMs": timeout_ms,
                 "exitCode": result.exit_code}),
-            secret_env::values(&secrets),
+            secret_env::values(secrets),
         );
-        Ok(result)
     }
 
     /// A run the manager makes in `vm` itself (peer export checks and invokes): the VM's secrets
@@ -116,34 +183,10 @@ impl VmService {
         timeout_ms: u64,
         secrets: &secret_env::Entries,
     ) -> Result<RunReply, LifecycleError> {
-        // A consumer's peer runtime calls the manager, so Deno needs the network then too.
-        req.allow_net =
-            runtime == Runtime::Deno && (vm.outbound_internet || !vm.peer_links.is_empty());
-        let merged;
-        let sent = if secrets.is_empty() {
-            &*req
-        } else {
-            // The caller's entries for other keys, then the secrets.
-            let mut m = req.clone();
-            m.env.retain(|e| !secret_env::sets_key(secrets, e));
-            m.env
-                .extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));
-            if m.env.len() > rds_protocol::MAX_RUN_ENV {
-                return Err(LifecycleError::Invalid(format!(
-                    "env and secretEnv together have more than {} entries",
-                    rds_protocol::MAX_RUN_ENV
-                )));
-            }
-            merged = m;
-            &merged
-        };
-        let path = match runtime {
-            Runtime::Deno => paths::RUN_TS,
-            Runtime::Node => paths::RUN_JS,
-        };
+        let sent = run_request(vm, runtime, req, secrets)?;
         let result = self
             .agent_for(&vm.id)
-            .call_json::<_, RunReply>(path, sent, self.run_deadline(timeout_ms))
+            .call_json::<_, RunReply>(runtime.path(), &*sent, self.run_deadline(timeout_ms))
             .await;
         match result {
             Ok(r) => Ok(r),
@@ -152,7 +195,7 @@ impl VmService {
     }
 
     /// `docs/reference/agent-protocol.md` §2: max(VSOCK_TIMEOUT_MS, timeoutMs + 5 s).
-    fn run_deadline(&self, timeout_ms: u64) -> Duration {
+    pub(super) fn run_deadline(&self, timeout_ms: u64) -> Duration {
         self.inner
             .settings
             .agent

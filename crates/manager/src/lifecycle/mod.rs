@@ -28,6 +28,7 @@ mod snapshot;
 mod snapshots;
 mod start;
 mod stop;
+mod stream;
 mod templates;
 mod watch;
 
@@ -38,6 +39,7 @@ pub use invoke::InvokeRequest;
 pub use network::{Network, NetworkSettings};
 pub use overview::OverviewCounts;
 pub use reconcile::{ReconcileError, ReconcileReport};
+pub use stream::LineStream;
 
 use crate::agent::{AgentClient, AgentConfig};
 use crate::config::Subnet;

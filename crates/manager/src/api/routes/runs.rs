@@ -3,53 +3,96 @@
 use crate::api::error::ApiError;
 use crate::api::extract::{JsonObject, VmId, KIB};
 use crate::api::schema::{
-    ErrorBody, ExecBody, ExecResultView, RunJsBody, RunResultView, RunTsBody,
+    ErrorBody, ExecBody, ExecResultView, RunJsBody, RunResultView, RunTsBody, StreamLine,
 };
 use crate::api::{validate, AppState};
 use crate::lifecycle::Runtime;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::Value;
 
 type Body1M = JsonObject<{ 1024 * KIB }>;
 
 #[utoipa::path(post, path = "/vms/{id}/exec", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
     params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")), request_body = ExecBody,
-    responses((status = 200, body = ExecResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
+    responses((status = 200, description = "The result; with `Accept: application/x-ndjson`, the call streamed as JSON lines", content((ExecResultView = "application/json"), (StreamLine = "application/x-ndjson"))), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn exec(
     State(st): State<AppState>,
     VmId(id): VmId,
+    headers: HeaderMap,
     JsonObject(body): Body1M,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (req, timeout_ms) = validate::exec(&body, &st.limits)?;
     let started = std::time::Instant::now();
+    if wants_stream(&headers) {
+        let stream = st.vms.exec_stream(&id, req, timeout_ms).await;
+        count(&st, "exec", started, stream.as_ref().err());
+        return Ok(streamed(stream?));
+    }
     let result = st.vms.exec(&id, &req, timeout_ms).await;
     count(&st, "exec", started, result.as_ref().err());
     let result = result?;
-    Ok(Json(
-        serde_json::to_value(result).map_err(|e| ApiError::internal(e.to_string()))?,
-    ))
+    Ok(
+        Json(serde_json::to_value(result).map_err(|e| ApiError::internal(e.to_string()))?)
+            .into_response(),
+    )
+}
+
+/// `Accept: application/x-ndjson` asks for a streamed reply (`docs/api.md` "Streaming").
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| {
+            let mime = m.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case(rds_protocol::stream::NDJSON)
+        })
+}
+
+/// A 200 whose body is the call's JSON lines as they come; the duration metric counts until the
+/// stream started.
+fn streamed(lines: crate::lifecycle::LineStream) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, rds_protocol::stream::NDJSON),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 #[utoipa::path(post, path = "/vms/{id}/run-ts", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
     params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")), request_body = RunTsBody,
-    responses((status = 200, body = RunResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
-pub async fn run_ts(st: State<AppState>, id: VmId, body: Body1M) -> Result<Response, ApiError> {
-    run(st, id, body, Runtime::Deno).await
+    responses((status = 200, description = "The result; with `Accept: application/x-ndjson`, the run streamed as JSON lines", content((RunResultView = "application/json"), (StreamLine = "application/x-ndjson"))), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
+pub async fn run_ts(
+    st: State<AppState>,
+    id: VmId,
+    headers: HeaderMap,
+    body: Body1M,
+) -> Result<Response, ApiError> {
+    run(st, id, headers, body, Runtime::Deno).await
 }
 
 #[utoipa::path(post, path = "/vms/{id}/run-js", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
     params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)")), request_body = RunJsBody,
-    responses((status = 200, body = RunResultView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
-pub async fn run_js(st: State<AppState>, id: VmId, body: Body1M) -> Result<Response, ApiError> {
-    run(st, id, body, Runtime::Node).await
+    responses((status = 200, description = "The result; with `Accept: application/x-ndjson`, the run streamed as JSON lines", content((RunResultView = "application/json"), (StreamLine = "application/x-ndjson"))), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
+pub async fn run_js(
+    st: State<AppState>,
+    id: VmId,
+    headers: HeaderMap,
+    body: Body1M,
+) -> Result<Response, ApiError> {
+    run(st, id, headers, body, Runtime::Node).await
 }
 
 async fn run(
     State(st): State<AppState>,
     VmId(id): VmId,
+    headers: HeaderMap,
     JsonObject(body): Body1M,
     rt: Runtime,
 ) -> Result<Response, ApiError> {
@@ -60,6 +103,11 @@ async fn run(
     } else {
         "run-js"
     };
+    if wants_stream(&headers) {
+        let stream = st.vms.run_stream(&id, rt, req, timeout_ms).await;
+        count(&st, kind, started, stream.as_ref().err());
+        return Ok(streamed(stream?));
+    }
     let reply = st.vms.run(&id, rt, req, timeout_ms).await;
     count(&st, kind, started, reply.as_ref().err());
     let reply = reply?;
