@@ -46,15 +46,11 @@ impl Sink {
 
     /// Whatever is left of a split character, decoded as it is.
     pub async fn flush(&mut self) {
-        for i in 0..2 {
+        for (i, kind) in STREAMS.iter().enumerate() {
             let rest = std::mem::take(&mut self.pending[i]);
             if !rest.is_empty() {
                 let data = String::from_utf8_lossy(&rest).into_owned().into();
-                self.line(&OutputEvent {
-                    kind: STREAMS[i],
-                    data,
-                })
-                .await;
+                self.line(&OutputEvent { kind, data }).await;
             }
         }
     }
