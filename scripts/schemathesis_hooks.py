@@ -10,6 +10,8 @@ Schema cannot state:
   are brought into range and lone surrogates replaced by U+FFFD.
 - A create's `secretEnv` must not repeat a key, which a schema cannot say of `KEY=value` strings:
   later entries for a key already given are dropped.
+- A create's `peerLinks` name VMs that must exist, run and ship a valid manifest, which no generated
+  id does: they are left out of positive cases (crates/manager/tests/e2e_peers.rs covers links).
 """
 
 import schemathesis
@@ -53,3 +55,5 @@ def before_call(context, case, kwargs):
         case.body = _i_json(case.body)
         if isinstance(case.body, dict):
             case.body = _unique_secret_keys(case.body)
+            if case.operation.path == "/v1/vms" and case.operation.method.upper() == "POST":
+                case.body.pop("peerLinks", None)

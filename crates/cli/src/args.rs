@@ -15,7 +15,7 @@ pub struct Cli {
     /// API key (else RDS_API_KEY, else the saved profile)
     #[arg(long, global = true, env = "RDS_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Print the API's JSON answer (one document) instead of tables
+    /// Print the API's JSON answer (one document) instead of tables; exec and runs wait, unstreamed
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -31,11 +31,11 @@ pub enum Cmd {
     /// Create, list and control VMs
     #[command(subcommand)]
     Vm(VmCmd),
-    /// Run a command in a VM and exit with its exit code
+    /// Run a command in a VM, its output streamed as it comes, and exit with its exit code
     Exec(ExecArgs),
-    /// Run a local TypeScript file in a VM (Deno)
+    /// Run a local TypeScript file in a VM (Deno), its output streamed as it comes
     RunTs(RunArgs),
-    /// Run a local JavaScript file in a VM (Node.js)
+    /// Run a local JavaScript file in a VM (Node.js), its output streamed as it comes
     RunJs(RunArgs),
     /// Copy files or directories: `cp <local> <vm-id>:<path>` or `cp <vm-id>:<path> <local>`
     Cp { src: String, dst: String },

@@ -1,6 +1,7 @@
 //! `rds`: the command-line client of the run-dat-sheesh manager. Exit codes: 0 ok, 1 API error
-//! (4xx) or local usage error, 2 bad command line, 3 connection error or 5xx; `exec`, `run-ts` and
-//! `run-js` exit with the command's own code.
+//! (4xx) or local usage error, 2 bad command line, 3 connection error, 5xx, or a streamed call that
+//! ended without its exit; `exec`, `run-ts` and `run-js` (streamed unless `--json`) exit with the
+//! command's own code.
 
 mod args;
 mod client;
@@ -9,6 +10,7 @@ mod files;
 mod output;
 mod profile;
 mod progress;
+mod stream;
 
 use args::{Cli, Cmd};
 use clap::{CommandFactory, Parser};

@@ -2,8 +2,10 @@
 //! own: one manager and one guest for the whole file.
 
 use rds_testkit::netns::Ns;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "cli-test-key-0123456789abcdef";
@@ -109,6 +111,21 @@ impl Manager {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
+            .unwrap()
+    }
+
+    /// `rds <args>` started in the namespace with stdout and stderr piped, not waited for.
+    fn spawn(&self, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns.name, RDS])
+            .args(args)
+            .env("RDS_URL", format!("http://127.0.0.1:{PORT}"))
+            .env("RDS_API_KEY", KEY)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap()
     }
 
@@ -320,10 +337,13 @@ fn cli_against_a_real_manager() {
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(stderr(&out), "err\n");
-    let r = m.rds(&["--json", "exec", &id, "--", "true"]);
-    assert_eq!(r.status.code(), Some(0));
+    let r = m.rds(&["--json", "exec", &id, "--", "sh -c 'echo buffered; exit 5'"]);
+    assert_eq!(r.status.code(), Some(5), "{r:?}");
     let r: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-    assert_eq!(r["exitCode"], 0);
+    assert_eq!(
+        (r["exitCode"].as_i64(), r["stdout"].as_str()),
+        (Some(5), Some("buffered\n"))
+    );
 
     // cp: a directory in and out, byte for byte; a single file renamed on the way.
     let t = tempfile::tempdir().unwrap();
@@ -362,12 +382,80 @@ fn cli_against_a_real_manager() {
     let vmm = m.json(&["logs", &id, "--tail", "5"]);
     assert!(vmm["lines"].is_array(), "{vmm}");
 
+    // Streamed exec and run-js (checked last: its polling adds exec-log entries).
+    streamed_exec(&m, &id);
+
     admin_session(&m);
 
     // rm, then the VM is gone.
     let gone = m.json(&["vm", "rm", &id]);
     assert_eq!(gone["ok"], true);
     assert_eq!(m.rds(&["vm", "get", &id]).status.code(), Some(1));
+}
+
+/// Lines of `from` sent to a channel as they are read, so that a test can wait for one with a limit.
+fn line_reader(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Without --json, exec streams: the first line reaches the terminal while the command still waits
+/// for a file that only a second exec makes, and the exit code is the command's. run-js streams its
+/// output and then prints the result. Killing rds (Ctrl-C) hangs up, and the command dies with it.
+fn streamed_exec(m: &Manager, id: &str) {
+    let wait = "echo first; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo second >&2; exit 3";
+    let mut child = m.spawn(&["exec", id, "--", wait]);
+    let lines = line_reader(child.stdout.take().unwrap());
+    let first = lines.recv_timeout(Duration::from_secs(60));
+    if first.is_err() {
+        let _ = child.kill();
+    }
+    assert_eq!(
+        first.as_deref(),
+        Ok("first"),
+        "{:?}",
+        child.wait_with_output()
+    );
+    m.ok(&["exec", id, "--", "touch /tmp/go"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(stderr(&out), "second\n");
+    assert!(
+        lines.recv_timeout(Duration::from_secs(5)).is_err(),
+        "more stdout"
+    );
+
+    let t = tempfile::tempdir().unwrap();
+    let js = t.path().join("a.js");
+    std::fs::write(&js, "console.log('js out'); result.set({n: 6 * 7})\n").unwrap();
+    let out = m.rds(&["run-js", id, js.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "js out\n{\"n\":42}\n");
+
+    let hang = "(exec -a rds-cli-child sleep 300) & echo started; exec -a rds-cli-main sleep 300";
+    let mut child = m.spawn(&["exec", id, "--timeout-ms", "120000", "--", hang]);
+    let lines = line_reader(child.stdout.take().unwrap());
+    let started = lines.recv_timeout(Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(started.as_deref(), Ok("started"));
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = m.ok(&["exec", id, "--", "pgrep -f 'rds-cli-(child|main)' | wc -l"]);
+        if left == "0\n" {
+            break;
+        }
+        assert!(Instant::now() < end, "the command outlived rds: {left}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Login, API keys and webhooks through the saved admin session, then logout.

@@ -56,7 +56,11 @@ pub fn init(settings: &Settings) -> Result<Telemetry, String> {
         Some(base) => Some(tracer_provider(base, &settings.otel.service_name)?),
         None => None,
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour codes only on a terminal: a log written to a file or a journal stays plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let fmt = match settings.log_format {
         LogFormat::Json => fmt.json().boxed(),
         LogFormat::Pretty => fmt.boxed(),

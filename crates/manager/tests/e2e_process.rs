@@ -463,6 +463,13 @@ async fn signals_restarts_and_lifecycle_traces() {
         "{}",
         m.log_tail()
     );
+    // Written to a file, not a terminal: plain text without colour codes.
+    let log = std::fs::read(&m.log).unwrap();
+    assert!(
+        !log.contains(&0x1b),
+        "escape sequences in a log file:\n{}",
+        m.log_tail()
+    );
     assert_eq!(h.processes(), processes, "VMM processes survive SIGTERM");
 
     // Lifecycle steps and agent calls are children of the request that caused them.

@@ -1,5 +1,5 @@
-"""What needs no manager: version tie, error mapping, retry policy, archives, request shapes
-(httpx.MockTransport)."""
+"""What needs no manager: version tie, error mapping, retry policy, archives, request shapes,
+streamed exec/run (httpx.MockTransport, streamed bodies from generators)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import re
 import tarfile
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import AsyncIterator, Callable, Iterator, List, Tuple
 
 import httpx
 import pytest
@@ -236,3 +236,148 @@ def test_async_peer_calls() -> None:
     asyncio.run(go())
     assert seen == [("POST", "/v1/vms/v/peers/sync", None), ("PATCH", "/v1/vms/v/peers/math", {"sourceMode": "hidden"}),
                     ("GET", "/v1/vms/v", None)]
+
+
+# --- streamed exec, run-ts and run-js ------------------------------------------------------------
+
+NDJSON = {"content-type": "application/x-ndjson"}
+EXIT = {"type": "exit", "exitCode": 3, "stdoutTruncated": False, "stderrTruncated": True, "timedOut": False,
+        "durationMs": 12}
+
+
+def line(**event: object) -> bytes:
+    return json.dumps(event).encode() + b"\n"
+
+
+def streaming_sandbox(handler: Callable[[httpx.Request], httpx.Response]) -> rds.Sandbox:
+    return rds.Sandbox(mock(handler), rds.VM.from_json(vm_json()))
+
+
+def test_exec_streams_output_to_the_callbacks_as_it_arrives() -> None:
+    log: List[str] = []
+    seen: List[httpx.Request] = []
+
+    def body() -> Iterator[bytes]:
+        log.append("sent a")
+        yield line(type="stdout", data="a\n") + b'{"type":"std'  # a line cut between two chunks
+        log.append("sent b")
+        yield b'err","data":"b\\n"}\n{"type":"stdout","data":"\xc3'  # and a character
+        yield b'\xa9"}\n' + line(type="progress", pct=5)  # a later release's line: skipped
+        log.append("sent exit")
+        yield json.dumps(EXIT).encode()  # the last line without its newline
+
+    def h(r: httpx.Request) -> httpx.Response:
+        seen.append(r)
+        return httpx.Response(200, headers=NDJSON, content=body())
+
+    r = streaming_sandbox(h).exec("x", timeout_ms=5, on_stdout=lambda t: log.append(f"out {t}"),
+                                  on_stderr=lambda t: log.append(f"err {t}"))
+    assert log == ["sent a", "out a\n", "sent b", "err b\n", "out é", "sent exit"]
+    assert (r.exit_code, r.stdout, r.stderr, r.stdout_truncated, r.stderr_truncated, r.duration_ms, r.ok) == (
+        3, "a\né", "b\n", False, True, 12, False)
+    assert not r.has_result and "type" not in r.raw and r.raw["stderr"] == "b\n"
+    assert seen[0].headers["accept"] == "application/x-ndjson" and seen[0].url.path == "/v1/vms/v/exec"
+    assert json.loads(seen[0].content) == {"cmd": "x", "timeoutMs": 5}
+
+
+def test_without_callbacks_exec_stays_buffered() -> None:
+    seen: List[httpx.Request] = []
+
+    def h(r: httpx.Request) -> httpx.Response:
+        seen.append(r)
+        return httpx.Response(200, json={"exitCode": 0, "stdout": "x", "stderr": "", "timedOut": False})
+
+    assert streaming_sandbox(h).exec("x").stdout == "x"
+    assert "application/x-ndjson" not in seen[0].headers.get("accept", "")
+
+
+def test_runs_stream_and_keep_their_result() -> None:
+    paths: List[str] = []
+
+    def h(r: httpx.Request) -> httpx.Response:
+        paths.append(r.url.path)
+        done = {**EXIT, "exitCode": 0, "result": {"n": 42}, "error": None}
+        return httpx.Response(200, headers=NDJSON, content=iter([line(type="stdout", data="hi\n"), line(**done)]))
+
+    sb = streaming_sandbox(h)
+    got: List[str] = []
+    js = sb.run_js("console.log('hi')", on_stdout=got.append)
+    ts = sb.run_ts(path="m.ts", on_stderr=got.append)  # stdout is still collected
+    assert got == ["hi\n"] and paths == ["/v1/vms/v/run-js", "/v1/vms/v/run-ts"]
+    for r in (js, ts):
+        assert r.ok and r.stdout == "hi\n" and r.has_result and r.result == {"n": 42} and r.error is None
+
+
+def test_an_error_line_raises_and_a_cut_stream_too() -> None:
+    got: List[str] = []
+    failing = [line(type="stdout", data="partial"), line(type="error", message="Agent stream ended early")]
+    sb = streaming_sandbox(lambda r: httpx.Response(200, headers=NDJSON, content=iter(failing)))
+    with pytest.raises(rds.ServerError) as e:
+        sb.exec("x", on_stdout=got.append)
+    assert e.value.message == "Agent stream ended early" and e.value.status is None and got == ["partial"]
+    cut = streaming_sandbox(lambda r: httpx.Response(200, headers=NDJSON, content=iter([line(type="stdout", data="x")])))
+    with pytest.raises(rds.APIConnectionError, match="ended before"):
+        cut.exec("x", on_stdout=got.append)
+
+
+def test_refusals_before_the_start_are_ordinary_errors() -> None:
+    sb = streaming_sandbox(lambda r: httpx.Response(409, json={"message": "VM must be RUNNING"}))
+    with pytest.raises(rds.ConflictError) as e:
+        sb.exec("x", on_stdout=print)
+    assert e.value.status == 409 and e.value.message == "VM must be RUNNING"
+
+
+def test_a_callback_that_raises_ends_the_call() -> None:
+    sb = streaming_sandbox(lambda r: httpx.Response(200, headers=NDJSON, content=iter([line(type="stdout", data="x")])))
+
+    def boom(text: str) -> None:
+        raise KeyError(text)
+
+    with pytest.raises(KeyError):
+        sb.exec("x", on_stdout=boom)
+
+
+def test_a_manager_without_streaming_gives_the_output_in_one_chunk() -> None:
+    reply = {"exitCode": 1, "stdout": "all\n", "stderr": "", "timedOut": False, "durationMs": 3}
+    sb = streaming_sandbox(lambda r: httpx.Response(200, json=reply))
+    got: List[str] = []
+    r = sb.exec("x", on_stdout=got.append, on_stderr=got.append)
+    assert got == ["all\n"] and (r.exit_code, r.stdout) == (1, "all\n")
+
+
+def test_async_exec_streams_with_sync_or_async_callbacks() -> None:
+    log: List[str] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        log.append("sent a")
+        yield line(type="stdout", data="a\n")
+        log.append("sent b")
+        yield line(type="stderr", data="b\n")
+        yield line(**EXIT)
+
+    def h(r: httpx.Request) -> httpx.Response:
+        assert r.headers["accept"] == "application/x-ndjson"
+        return httpx.Response(200, headers=NDJSON, content=body())
+
+    async def on_stderr(text: str) -> None:
+        await asyncio.sleep(0)
+        log.append(f"err {text}")
+
+    async def go() -> rds.ExecResult:
+        http = httpx.AsyncClient(base_url="http://rds.test", transport=httpx.MockTransport(h))
+        async with rds.AsyncClient("http://rds.test", "k", http_client=http) as c:
+            sb = rds.AsyncSandbox(c, rds.VM.from_json(vm_json()))
+            return await sb.exec("x", on_stdout=lambda t: log.append(f"out {t}"), on_stderr=on_stderr)
+
+    r = asyncio.run(go())
+    assert log == ["sent a", "out a\n", "sent b", "err b\n"]
+    assert (r.exit_code, r.stdout, r.stderr) == (3, "a\n", "b\n")
+
+    async def failing() -> None:
+        http = httpx.AsyncClient(base_url="http://rds.test", transport=httpx.MockTransport(
+            lambda r: httpx.Response(200, headers=NDJSON, content=line(type="error", message="VM died"))))
+        async with rds.AsyncClient("http://rds.test", "k", http_client=http) as c:
+            await rds.AsyncSandbox(c, rds.VM.from_json(vm_json())).run_ts("1", on_stdout=print)
+
+    with pytest.raises(rds.ServerError, match="VM died"):
+        asyncio.run(failing())

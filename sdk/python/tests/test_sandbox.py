@@ -3,8 +3,10 @@ its snapshot inside a context manager whose body raises."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
+from typing import List, Tuple
 
 import pytest
 
@@ -33,6 +35,24 @@ def test_exec(sandbox: Sandbox) -> None:
     with pytest.raises(ValidationError) as e:
         sandbox.exec("true", env={"1bad": "x"})
     assert e.value.status == 400 and "1bad" in e.value.message
+
+
+def test_exec_and_run_ts_stream(sandbox: Sandbox) -> None:
+    got: List[Tuple[str, str, float]] = []
+    r = sandbox.exec(
+        "echo a; sleep 0.2; echo b >&2; exit 3",
+        on_stdout=lambda t: got.append(("out", t, time.monotonic())),
+        on_stderr=lambda t: got.append(("err", t, time.monotonic())),
+    )
+    assert [(k, t) for k, t, _ in got] == [("out", "a\n"), ("err", "b\n")]
+    # Each came as it was written, not both at the end.
+    assert got[1][2] - got[0][2] >= 0.1, got
+    assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (3, "a\n", "b\n", False)
+    chunks: List[str] = []
+    ts = sandbox.run_ts("console.log('ts out'); result.set({n: 6 * 7})", on_stdout=chunks.append)
+    assert "".join(chunks) == ts.stdout == "ts out\n" and ts.exit_code == 0 and ts.result == {"n": 42}, ts
+    with pytest.raises(ValidationError):
+        sandbox.exec("true", env={"1bad": "x"}, on_stdout=chunks.append)
 
 
 def test_files_bytes_file_and_directory(sandbox: Sandbox, tmp_path: Path) -> None:

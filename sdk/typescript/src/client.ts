@@ -1,4 +1,4 @@
-import { APIConnectionError, type RdsError, errorFor } from "./errors.js";
+import { APIConnectionError, type RdsError, describe, errorFor } from "./errors.js";
 import { type Source, bytesOf, fileBody, isBytes } from "./local.js";
 import { Sandbox } from "./sandbox.js";
 import type { CreateOptions, Image, ListFilter, Snapshot, SnapshotScope, VM } from "./types.js";
@@ -64,13 +64,6 @@ function queryString(q: Query | undefined): string {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const backoff = (attempt: number) => Math.min(250 * 2 ** attempt, 2000);
-
-function describe(e: unknown): string {
-  if (!(e instanceof Error)) return String(e);
-  // undici puts the reason (ECONNREFUSED, a reset) in `cause`.
-  const cause = e.cause instanceof Error ? `: ${e.cause.message}` : "";
-  return `${e.name}: ${e.message}${cause}`;
-}
 
 async function errorFrom(resp: Response): Promise<RdsError> {
   let message = resp.statusText || "HTTP error";

@@ -54,7 +54,8 @@ export class RateLimitError extends RdsError {
   }
 }
 
-/** 5xx: the manager, the VMM or the guest agent failed. */
+/** 5xx: the manager, the VMM or the guest agent failed. Also a streamed exec or run that the manager
+ * could not finish (its `error` line), with `status` undefined: that answer began as a 200. */
 export class ServerError extends RdsError {
   override name = "ServerError";
 }
@@ -81,4 +82,12 @@ export function errorFor(
   }
   if (status >= 500) return new ServerError(message, status, requestId);
   return new (BY_STATUS[status] ?? RdsError)(message, status, requestId);
+}
+
+/** An exception as one line, for messages (not exported from the package). */
+export function describe(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  // undici puts the reason (ECONNREFUSED, a reset) in `cause`.
+  const cause = e.cause instanceof Error ? `: ${e.cause.message}` : "";
+  return `${e.name}: ${e.message}${cause}`;
 }

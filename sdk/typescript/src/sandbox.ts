@@ -3,6 +3,7 @@ import { gunzip, singleFile, untar } from "./archive.js";
 import { Client, type ClientOptions } from "./client.js";
 import { NotFoundError } from "./errors.js";
 import { type LocalPath, type Source, extract, uploadArchive } from "./local.js";
+import { NDJSON, readStream } from "./stream.js";
 import type {
   CreateOptions,
   ExecLogPage,
@@ -10,6 +11,7 @@ import type {
   ExecResult,
   LogType,
   Logs,
+  OutputCallbacks,
   RunJsOptions,
   RunResult,
   RunTsOptions,
@@ -93,11 +95,21 @@ export class Sandbox implements AsyncDisposable {
     return this.#set("GET", "");
   }
 
-  /** Runs `cmd` under bash -lc as uid 1000; answers once it finished (no streaming yet). */
+  /** Runs `cmd` under bash -lc as uid 1000; answers once it finished. With `onStdout` or `onStderr`
+   * the call streams: they get the output as it arrives, and the answer is the same. */
   async exec(cmd: string, options: ExecOptions = {}): Promise<ExecResult> {
-    const { cwd, env, timeoutMs } = options;
+    const { cwd, env, timeoutMs, onStdout, onStderr } = options;
     const json = { cmd, cwd, env, timeoutMs };
-    return withOk(await this.client.json<ExecResult>("POST", this.path("/exec"), { json, timeoutMs: runTimeout(timeoutMs) }));
+    return withOk(await this.#call<ExecResult>("/exec", json, timeoutMs, { onStdout, onStderr }));
+  }
+
+  /** A command route, buffered, or streamed when a callback is given. */
+  async #call<T>(suffix: string, json: object, timeoutMs: number | undefined, callbacks: OutputCallbacks): Promise<T> {
+    const path = this.path(suffix);
+    const options = { json, timeoutMs: runTimeout(timeoutMs) };
+    if (!callbacks.onStdout && !callbacks.onStderr) return this.client.json<T>("POST", path, options);
+    const resp = await this.client.request("POST", path, { ...options, headers: { Accept: NDJSON } });
+    return readStream<T>(resp, callbacks, `POST ${path}`);
   }
 
   /** Deno runs `code` (or the file `options.path`) in the sandbox. */
@@ -127,7 +139,8 @@ export class Sandbox implements AsyncDisposable {
       ...flags,
       timeoutMs: o.timeoutMs,
     };
-    return withOk(await this.client.json<RunResult>("POST", this.path(`/${kind}`), { json, timeoutMs: runTimeout(o.timeoutMs) }));
+    const callbacks = { onStdout: o.onStdout, onStderr: o.onStderr };
+    return withOk(await this.#call<RunResult>(`/${kind}`, json, o.timeoutMs, callbacks));
   }
 
   /** The tail of a VMM or console log. */

@@ -66,14 +66,25 @@ export type SnapshotScope = "user" | "internal" | "all";
 
 export type LogType = "vmm.log" | "console.log" | "vmm.stderr.log";
 
-export interface ExecOptions {
+/** Gets a chunk of a command's output as text (whole characters) as it arrives; a returned promise
+ * is awaited before the next chunk is read. */
+export type OutputCallback = (text: string) => unknown;
+
+/** Either callback makes exec, runTs and runJs stream (`Accept: application/x-ndjson`): the output
+ * reaches them as it is written, and the call still answers the whole result once it finished. */
+export interface OutputCallbacks {
+  onStdout?: OutputCallback;
+  onStderr?: OutputCallback;
+}
+
+export interface ExecOptions extends OutputCallbacks {
   /** Under /workspace; default /workspace. */
   cwd?: string;
   env?: Record<string, string>;
   timeoutMs?: number;
 }
 
-interface RunOptions {
+interface RunOptions extends OutputCallbacks {
   /** A script file in the sandbox, instead of `code`. */
   path?: string;
   args?: string[];

@@ -1,4 +1,5 @@
-// What needs no manager: version tie, error mapping, retry policy, archives, disposal (a fake fetch).
+// What needs no manager: version tie, error mapping, retry policy, archives, disposal, streamed
+// exec and runs (a fake fetch).
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
@@ -286,4 +287,130 @@ test("peers: links on create, sync and source mode requests, the links on the VM
   await assert.rejects(ghost(busy).peersSync(), rds.ServerError);
   await assert.rejects(ghost(busy).setPeerSourceMode("a/b", "hidden"), rds.ServerError);
   assert.deepEqual(calls, ["POST", "PATCH"]);
+});
+
+// --- streamed exec, runTs and runJs ---------------------------------------------------------------
+
+const EXIT = { type: "exit", exitCode: 3, stdoutTruncated: false, stderrTruncated: true, timedOut: false, durationMs: 12 };
+const ev = (e: object) => `${JSON.stringify(e)}\n`;
+const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
+
+/** A streamed answer whose chunks are made one read at a time (`sent N` in `log` when made); `cancelled`
+ * is set when the reader gives up. */
+function ndjson(chunks: (string | Uint8Array)[], log: string[] = [], cancelled = { value: false }): Response {
+  let i = 0;
+  const body = new ReadableStream<Uint8Array>(
+    {
+      pull(ctrl) {
+        const c = chunks[i++];
+        if (c === undefined) return ctrl.close();
+        log.push(`sent ${i}`);
+        ctrl.enqueue(typeof c === "string" ? new TextEncoder().encode(c) : c);
+      },
+      cancel() {
+        cancelled.value = true;
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  return new Response(body, { headers: { "content-type": "application/x-ndjson" } });
+}
+
+test("exec with callbacks streams: output as it arrives, the same result at the end", async () => {
+  const log: string[] = [];
+  const seen: { accept: string | null; path: string; body: unknown }[] = [];
+  const e = new TextEncoder().encode("é");
+  const c = mock(async (r) => {
+    seen.push({ accept: r.headers.get("accept"), path: new URL(r.url).pathname, body: JSON.parse(await r.text()) });
+    return ndjson(
+      [
+        `${ev({ type: "stdout", data: "a\n" })}{"type":"std`, // a line cut between two chunks
+        `err","data":"b\\n"}\n{"type":"stdout","data":"`,
+        new Uint8Array([e[0]!]), // and a character
+        new Uint8Array([e[1]!, ...new TextEncoder().encode(`"}\n${ev({ type: "progress", pct: 5 })}`)]), // a later release's line
+        JSON.stringify(EXIT), // the last line without its newline
+      ],
+      log,
+    );
+  });
+  const r = await ghost(c).exec("x", {
+    timeoutMs: 5,
+    onStdout: (t) => log.push(`out ${t}`),
+    // An async callback is awaited before the next chunk is read.
+    onStderr: async (t) => {
+      await sleep(20);
+      log.push(`err ${t}`);
+    },
+  });
+  assert.deepEqual(log, ["sent 1", "out a\n", "sent 2", "err b\n", "sent 3", "sent 4", "out é", "sent 5"]);
+  assert.deepEqual(
+    [r.exitCode, r.stdout, r.stderr, r.stdoutTruncated, r.stderrTruncated, r.durationMs, r.ok],
+    [3, "a\né", "b\n", false, true, 12, false],
+  );
+  assert.equal((r as { type?: string }).type, undefined);
+  assert.deepEqual(seen, [{ accept: "application/x-ndjson", path: `/v1/vms/${ghost(c).id}/exec`, body: { cmd: "x", timeoutMs: 5 } }]);
+});
+
+test("without callbacks exec stays buffered", async () => {
+  const accept: (string | null)[] = [];
+  const c = mock((r) => (accept.push(r.headers.get("accept")), json(200, { exitCode: 0, stdout: "x", stderr: "", timedOut: false })));
+  assert.equal((await ghost(c).exec("x")).stdout, "x");
+  assert.notEqual(accept[0], "application/x-ndjson");
+});
+
+test("runTs and runJs stream and keep their result", async () => {
+  const paths: string[] = [];
+  const c = mock((r) => {
+    paths.push(new URL(r.url).pathname.split("/").at(-1) ?? "");
+    return ndjson([ev({ type: "stdout", data: "hi\n" }), ev({ ...EXIT, exitCode: 0, result: { n: 42 } })]);
+  });
+  const got: string[] = [];
+  const js = await ghost(c).runJs("console.log('hi')", { onStdout: (t) => got.push(t) });
+  const ts = await ghost(c).runTs({ path: "m.ts", onStderr: (t) => got.push(t) }); // stdout is still collected
+  assert.deepEqual(got, ["hi\n"]);
+  assert.deepEqual(paths, ["run-js", "run-ts"]);
+  for (const r of [js, ts]) assert.deepEqual([r.ok, r.stdout, r.result], [true, "hi\n", { n: 42 }]);
+});
+
+test("a streamed error line throws a ServerError; a cut stream an APIConnectionError", async () => {
+  const got: string[] = [];
+  const failing = mock(() => ndjson([ev({ type: "stdout", data: "partial" }), ev({ type: "error", message: "Agent stream ended early" })]));
+  await assert.rejects(ghost(failing).exec("x", { onStdout: (t) => got.push(t) }), (e: unknown) => {
+    assert.ok(e instanceof rds.ServerError);
+    assert.equal(e.message, "Agent stream ended early");
+    assert.equal(e.status, undefined);
+    return true;
+  });
+  assert.deepEqual(got, ["partial"]);
+  const cut = mock(() => ndjson([ev({ type: "stdout", data: "x" })]));
+  await assert.rejects(ghost(cut).exec("x", { onStdout: () => {} }), { name: "APIConnectionError", message: /ended before/ });
+  const broken = mock(() => {
+    const body = new ReadableStream<Uint8Array>({ pull: (ctrl) => ctrl.error(new Error("connection reset")) });
+    return new Response(body, { headers: { "content-type": "application/x-ndjson" } });
+  });
+  await assert.rejects(ghost(broken).exec("x", { onStdout: () => {} }), { name: "APIConnectionError", message: /connection reset/ });
+});
+
+test("a refusal before the start is an ordinary error; a throwing callback ends the call", async () => {
+  const c = mock(() => json(409, { message: "VM must be RUNNING" }));
+  await assert.rejects(ghost(c).exec("x", { onStdout: () => {} }), { name: "ConflictError", status: 409, message: "VM must be RUNNING" });
+  const cancelled = { value: false };
+  const s = mock(() => ndjson([ev({ type: "stdout", data: "x" }), ev({ type: "stdout", data: "y" }), ev(EXIT)], [], cancelled));
+  await assert.rejects(
+    ghost(s).exec("x", {
+      onStdout: () => {
+        throw new RangeError("enough");
+      },
+    }),
+    RangeError,
+  );
+  assert.ok(cancelled.value, "the stream was not cancelled");
+});
+
+test("a manager without streaming gives the output in one chunk", async () => {
+  const c = mock(() => json(200, { exitCode: 1, stdout: "all\n", stderr: "", timedOut: false, durationMs: 3 }));
+  const got: string[] = [];
+  const r = await ghost(c).exec("x", { onStdout: (t) => got.push(t), onStderr: (t) => got.push(t) });
+  assert.deepEqual(got, ["all\n"]);
+  assert.deepEqual([r.exitCode, r.stdout, r.ok], [1, "all\n", false]);
 });

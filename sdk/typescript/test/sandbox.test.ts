@@ -52,6 +52,23 @@ describe("a shared sandbox", { skip: e2e }, () => {
     });
   });
 
+  test("exec and runTs stream their output", async () => {
+    const got: [string, string, number][] = [];
+    const r = await sb.exec("echo a; sleep 0.2; echo b >&2; exit 3", {
+      onStdout: (t) => got.push(["out", t, performance.now()]),
+      onStderr: (t) => got.push(["err", t, performance.now()]),
+    });
+    assert.deepEqual(got.map(([k, t]) => [k, t]), [["out", "a\n"], ["err", "b\n"]]);
+    // Each came as it was written, not both at the end.
+    assert.ok(got[1]![2] - got[0]![2] >= 100, JSON.stringify(got));
+    assert.deepEqual([r.exitCode, r.stdout, r.stderr, r.ok, r.timedOut], [3, "a\n", "b\n", false, false]);
+    const chunks: string[] = [];
+    const ts = await sb.runTs("console.log('ts out'); result.set({n: 6 * 7})", { onStdout: (t) => chunks.push(t) });
+    assert.equal(ts.exitCode, 0, ts.stderr);
+    assert.deepEqual([chunks.join(""), ts.stdout, ts.result], ["ts out\n", "ts out\n", { n: 42 }]);
+    await assert.rejects(sb.exec("true", { env: { "1bad": "x" }, onStdout: () => {} }), ValidationError);
+  });
+
   test("files: bytes, a local file, a local directory", async () => {
     await sb.files.upload("notes/a.txt", bytes("alpha\n"));
     assert.equal(text(await sb.files.download("notes/a.txt")), "alpha\n");

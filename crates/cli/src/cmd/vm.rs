@@ -1,8 +1,9 @@
 //! VMs, exec and run, logs.
 
 use crate::args::{CreateArgs, ExecArgs, Peer, RunArgs, TimeoutAction, VmCmd};
-use crate::client::{Client, Failure};
+use crate::client::{root_cause, Client, Failure};
 use crate::output::{cell, list_table, object, table};
+use crate::stream;
 use crate::Out;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
@@ -217,33 +218,46 @@ pub fn command_line(words: &[String]) -> String {
 /// Prints a command's output as the API returned it and gives the exit code to leave with.
 fn relay(out: &Out, r: &Value) -> i32 {
     use std::io::Write;
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     if out.json {
-        println!("{r}");
-    } else {
-        let text = |k: &str| {
-            r.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let _ = std::io::stdout().write_all(text("stdout").as_bytes());
-        let _ = std::io::stderr().write_all(text("stderr").as_bytes());
-        if let Some(res) = r.get("result") {
-            println!("{res}");
-        }
-        if let Some(e) = r.get("error") {
-            eprintln!("error: {}", cell(Some(e)));
-        }
-        if r.get("timedOut") == Some(&Value::Bool(true)) {
-            eprintln!("rds: the command timed out");
-        }
+        let _ = writeln!(stdout, "{r}");
+        let _ = stdout.flush();
+        return stream::exit_code(r);
     }
-    let _ = std::io::stdout().flush();
-    match r.get("exitCode").and_then(Value::as_i64) {
-        Some(code) if (0..=255).contains(&code) => code as i32,
-        _ if r.get("timedOut") == Some(&Value::Bool(true)) => 124,
-        _ => 127,
+    let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
+    let _ = stdout.write_all(text("stdout").as_bytes());
+    let _ = stderr.write_all(text("stderr").as_bytes());
+    stream::finish(r, &mut stdout, &mut stderr)
+}
+
+/// exec, run-ts and run-js: streamed (output as it comes) unless `--json` asks for the buffered
+/// answer as one document. A manager without streaming answers the buffered form, relayed as such.
+async fn call(c: &Client, out: &Out, path: &str, body: Value) -> Result<i32, Failure> {
+    if out.json {
+        let r = c.post(path, Some(body)).await?;
+        return Ok(relay(out, &r));
     }
+    let rb = c
+        .request(Method::POST, path, &[])
+        .header("accept", stream::NDJSON)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    let resp = c.send(rb).await?;
+    let content_type = resp.headers().get("content-type");
+    if !stream::is_ndjson(content_type.and_then(|v| v.to_str().ok())) {
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Failure::conn(format!("reading the answer: {}", root_cause(&e))))?;
+        let r: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Failure::conn(format!("the answer is not JSON: {e}")))?;
+        return Ok(relay(out, &r));
+    }
+    let mut to = stream::Relay {
+        out: std::io::stdout(),
+        err: std::io::stderr(),
+    };
+    stream::follow(resp.bytes_stream(), &mut to).await
 }
 
 pub async fn exec(c: &Client, out: &Out, a: ExecArgs) -> Result<i32, Failure> {
@@ -257,10 +271,7 @@ pub async fn exec(c: &Client, out: &Out, a: ExecArgs) -> Result<i32, Failure> {
     if let Some(t) = a.timeout_ms {
         body["timeoutMs"] = json!(t);
     }
-    let r = c
-        .post(&format!("/v1/vms/{}/exec", a.id), Some(body))
-        .await?;
-    Ok(relay(out, &r))
+    call(c, out, &format!("/v1/vms/{}/exec", a.id), body).await
 }
 
 pub async fn run_code(c: &Client, out: &Out, a: RunArgs, route: &str) -> Result<i32, Failure> {
@@ -273,10 +284,7 @@ pub async fn run_code(c: &Client, out: &Out, a: RunArgs, route: &str) -> Result<
     if let Some(t) = a.timeout_ms {
         body["timeoutMs"] = json!(t);
     }
-    let r = c
-        .post(&format!("/v1/vms/{}/{route}", a.id), Some(body))
-        .await?;
-    Ok(relay(out, &r))
+    call(c, out, &format!("/v1/vms/{}/{route}", a.id), body).await
 }
 
 pub async fn logs(

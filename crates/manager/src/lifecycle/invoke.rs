@@ -4,6 +4,7 @@
 //! is neither written to an exec log nor to the activity feed.
 
 use super::{LifecycleError, PeerFailure, Runtime, VmService};
+use crate::model::VmRecord;
 use crate::peers::{manifest, valid_export_name};
 use rds_protocol::RunRequest;
 use serde_json::value::RawValue;
@@ -107,14 +108,13 @@ fn invoke_code(module_path: &str, export_name: &str, args_json: &str) -> String 
 }
 
 impl VmService {
-    /// Runs one invoke for the holder of `token`, calling from `source`.
-    #[tracing::instrument(name = "peer.invoke", skip_all)]
-    pub async fn invoke_peer(
+    /// The consumer holding `token`, if it calls from its own address; checked before the body
+    /// is read, so a caller without a good token learns nothing about it.
+    pub async fn peer_consumer(
         &self,
         token: &str,
         source: IpAddr,
-        req: InvokeRequest,
-    ) -> Result<Box<RawValue>, LifecycleError> {
+    ) -> Result<VmRecord, LifecycleError> {
         let unauthorized =
             || LifecycleError::peer(PeerFailure::Unauthorized, "Invalid bridge token");
         let consumer = self
@@ -127,6 +127,16 @@ impl VmService {
             tracing::warn!(vm_id = %consumer.id, %source, "bridge token used from another address");
             return Err(unauthorized());
         }
+        Ok(consumer)
+    }
+
+    /// Runs one invoke for `consumer` (from [`VmService::peer_consumer`]).
+    #[tracing::instrument(name = "peer.invoke", skip_all, fields(vm_id = %consumer.id))]
+    pub async fn invoke_peer(
+        &self,
+        consumer: VmRecord,
+        req: InvokeRequest,
+    ) -> Result<Box<RawValue>, LifecycleError> {
         let alias = req.alias.as_str();
         let Some(link) = consumer.peer_links.iter().find(|l| l.alias == alias) else {
             return Err(LifecycleError::peer(

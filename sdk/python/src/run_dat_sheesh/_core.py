@@ -4,6 +4,7 @@ Each API call is described once as a `Req`; the two clients only differ in how t
 from __future__ import annotations
 
 import io
+import json
 import os
 import posixpath
 import tarfile
@@ -11,12 +12,12 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import httpx
 
-from .errors import APIConnectionError, RdsError, error_for
-from .models import PeerLink
+from .errors import APIConnectionError, RdsError, ServerError, error_for
+from .models import ExecResult, PeerLink
 
 DEFAULT_URL = "http://127.0.0.1:3000"
 WORKSPACE = "/workspace"
@@ -222,6 +223,81 @@ def peer_mode_req(alias: str, mode: str) -> Req:
 
 def _params(**kw: Any) -> Params:
     return [(k, str(v)) for k, v in kw.items() if v is not None]
+
+
+# --- streamed exec, run-ts and run-js (docs/api.md "Streaming") -----------------------------------
+
+NDJSON = "application/x-ndjson"
+# Gets each chunk of output as text, as it arrives; in the async client it may return an awaitable.
+OutputCallback = Callable[[str], Any]
+# (kind, text) of output chunks to hand to the callbacks, in order.
+Chunks = List[Tuple[str, str]]
+
+
+def is_ndjson(resp: httpx.Response) -> bool:
+    return resp.headers.get("content-type", "").split(";")[0].strip().lower() == NDJSON
+
+
+def callback_for(kind: str, on_stdout: Optional[OutputCallback], on_stderr: Optional[OutputCallback]) -> Optional[OutputCallback]:
+    return on_stdout if kind == "stdout" else on_stderr
+
+
+class OutputStream:
+    """Reads a streamed answer: JSON lines fed as the bytes arrive. `feed` answers the output chunks
+    that completed lines carried; `result` builds the buffered call's ExecResult from the exit line
+    and all the output. An `error` line raises ServerError (status None: it came inside a 200)."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+        self._out: List[str] = []
+        self._err: List[str] = []
+        self._exit: Optional[Dict[str, Any]] = None
+
+    def feed(self, chunk: bytes) -> Chunks:
+        self._pending += chunk
+        end = self._pending.rfind(b"\n")
+        if end < 0:
+            return []
+        lines = bytes(self._pending[:end]).split(b"\n")
+        del self._pending[: end + 1]
+        return [c for line in lines for c in self._line(line)]
+
+    def end(self) -> Chunks:
+        """The stream is over: a last line without its newline is read too."""
+        line, self._pending = bytes(self._pending), bytearray()
+        return self._line(line)
+
+    def _line(self, line: bytes) -> Chunks:
+        if not line.strip() or self._exit is not None:
+            return []
+        try:
+            ev = json.loads(line)
+        except ValueError as e:
+            raise RdsError(f"a streamed line is not JSON: {line[:200]!r}") from e
+        kind = ev.get("type") if isinstance(ev, dict) else None
+        if kind in ("stdout", "stderr"):
+            text = ev.get("data") or ""
+            (self._out if kind == "stdout" else self._err).append(text)
+            return [(kind, text)] if text else []
+        if kind == "exit":
+            self._exit = ev
+        elif kind == "error":
+            raise ServerError(str(ev.get("message") or "the call could not finish"))
+        # Lines of other types (a later release's) are skipped.
+        return []
+
+    def result(self) -> ExecResult:
+        if self._exit is None:
+            raise APIConnectionError("the streamed answer ended before the command's exit")
+        j = {k: v for k, v in self._exit.items() if k != "type"}
+        j["stdout"], j["stderr"] = "".join(self._out), "".join(self._err)
+        return ExecResult.from_json(j)
+
+    @staticmethod
+    def buffered(j: Any) -> Tuple[ExecResult, Chunks]:
+        """A manager without streaming answers the buffered reply: its output in one chunk each."""
+        r = ExecResult.from_json(j)
+        return r, [(k, t) for k, t in (("stdout", r.stdout), ("stderr", r.stderr)) if t]
 
 
 # --- files ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ awaitable methods. `async with AsyncSandbox.create(...) as sb:` destroys the VM 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Generator, List, Mapping, Optional, Sequence, TypeVar, Union
@@ -72,6 +73,43 @@ class AsyncClient:
 
     async def _json(self, req: Req, parse: Callable[[Any], T]) -> T:
         return parse((await self._send(req)).json())
+
+    async def _stream(
+        self, req: Req, on_stdout: Optional[core.OutputCallback], on_stderr: Optional[core.OutputCallback]
+    ) -> ExecResult:
+        """As Client._stream; a callback may return an awaitable, awaited before reading on."""
+        headers = {**self._headers, **(req.headers or {}), "Accept": core.NDJSON}
+        out = core.OutputStream()
+        try:
+            async with self._http.stream(
+                req.method, req.path, params=core.query(req), json=req.json, content=req.content,
+                headers=headers, timeout=core.timeout_for(req, self._timeout),
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    core.raise_for(resp)
+                if not core.is_ndjson(resp):
+                    await resp.aread()
+                    result, chunks = core.OutputStream.buffered(resp.json())
+                    await _deliver(chunks, on_stdout, on_stderr)
+                    return result
+                async for data in resp.aiter_bytes():
+                    await _deliver(out.feed(data), on_stdout, on_stderr)
+                await _deliver(out.end(), on_stdout, on_stderr)
+        except httpx.TransportError as e:
+            raise core.connection_error(e) from e
+        return out.result()
+
+
+async def _deliver(
+    chunks: core.Chunks, on_stdout: Optional[core.OutputCallback], on_stderr: Optional[core.OutputCallback]
+) -> None:
+    for kind, text in chunks:
+        cb = core.callback_for(kind, on_stdout, on_stderr)
+        if cb is not None:
+            r = cb(text)
+            if inspect.isawaitable(r):
+                await r
 
 
 async def _achunks(path: Path) -> AsyncIterator[bytes]:
@@ -207,25 +245,36 @@ class AsyncSandbox:
 
     async def exec(
         self, cmd: str, cwd: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-        timeout_ms: Optional[int] = None,
+        timeout_ms: Optional[int] = None, *, on_stdout: Optional[core.OutputCallback] = None,
+        on_stderr: Optional[core.OutputCallback] = None,
     ) -> ExecResult:
-        return await self.client._json(self._vm(core.exec_req(cmd, cwd, env, timeout_ms)), ExecResult.from_json)
+        """As Sandbox.exec; the callbacks may be coroutine functions (awaited in order)."""
+        return await self._call(core.exec_req(cmd, cwd, env, timeout_ms), on_stdout, on_stderr)
 
     async def run_ts(
         self, code: Optional[str] = None, *, path: Optional[str] = None, args: Optional[Sequence[str]] = None,
         env: Optional[Mapping[str, str]] = None, deno_flags: Optional[Sequence[str]] = None,
-        timeout_ms: Optional[int] = None,
+        timeout_ms: Optional[int] = None, on_stdout: Optional[core.OutputCallback] = None,
+        on_stderr: Optional[core.OutputCallback] = None,
     ) -> ExecResult:
         req = core.run_req("run-ts", code, path, args, env, deno_flags, timeout_ms)
-        return await self.client._json(self._vm(req), ExecResult.from_json)
+        return await self._call(req, on_stdout, on_stderr)
 
     async def run_js(
         self, code: Optional[str] = None, *, path: Optional[str] = None, args: Optional[Sequence[str]] = None,
         env: Optional[Mapping[str, str]] = None, node_flags: Optional[Sequence[str]] = None,
-        timeout_ms: Optional[int] = None,
+        timeout_ms: Optional[int] = None, on_stdout: Optional[core.OutputCallback] = None,
+        on_stderr: Optional[core.OutputCallback] = None,
     ) -> ExecResult:
         req = core.run_req("run-js", code, path, args, env, node_flags, timeout_ms)
-        return await self.client._json(self._vm(req), ExecResult.from_json)
+        return await self._call(req, on_stdout, on_stderr)
+
+    async def _call(
+        self, req: Req, on_stdout: Optional[core.OutputCallback], on_stderr: Optional[core.OutputCallback]
+    ) -> ExecResult:
+        if on_stdout is None and on_stderr is None:
+            return await self.client._json(self._vm(req), ExecResult.from_json)
+        return await self.client._stream(self._vm(req), on_stdout, on_stderr)
 
     async def logs(self, type: Optional[str] = None, tail: Optional[int] = None) -> Logs:
         return await self.client._json(self._vm(core.logs_req(type, tail)), Logs.from_json)

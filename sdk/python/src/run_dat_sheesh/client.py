@@ -72,6 +72,40 @@ class Client:
     def _json(self, req: Req, parse: Callable[[Any], T]) -> T:
         return parse(self._send(req).json())
 
+    def _stream(
+        self, req: Req, on_stdout: Optional[core.OutputCallback], on_stderr: Optional[core.OutputCallback]
+    ) -> ExecResult:
+        """A streamed exec/run: the callbacks get the output as it arrives. Never retried (a POST);
+        leaving early (a callback raised) hangs up, which kills the command."""
+        headers = {**self._headers, **(req.headers or {}), "Accept": core.NDJSON}
+        out = core.OutputStream()
+        try:
+            with self._http.stream(
+                req.method, req.path, params=core.query(req), json=req.json, content=req.content,
+                headers=headers, timeout=core.timeout_for(req, self._timeout),
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    core.raise_for(resp)
+                if not core.is_ndjson(resp):
+                    resp.read()
+                    result, chunks = core.OutputStream.buffered(resp.json())
+                    _deliver(chunks, on_stdout, on_stderr)
+                    return result
+                for data in resp.iter_bytes():
+                    _deliver(out.feed(data), on_stdout, on_stderr)
+                _deliver(out.end(), on_stdout, on_stderr)
+        except httpx.TransportError as e:
+            raise core.connection_error(e) from e
+        return out.result()
+
+
+def _deliver(chunks: core.Chunks, on_stdout: Optional[core.OutputCallback], on_stderr: Optional[core.OutputCallback]) -> None:
+    for kind, text in chunks:
+        cb = core.callback_for(kind, on_stdout, on_stderr)
+        if cb is not None:
+            cb(text)
+
 
 class Sandboxes:
     def __init__(self, client: Client) -> None:
@@ -188,26 +222,38 @@ class Sandbox:
 
     def exec(
         self, cmd: str, cwd: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-        timeout_ms: Optional[int] = None,
+        timeout_ms: Optional[int] = None, *, on_stdout: Optional[core.OutputCallback] = None,
+        on_stderr: Optional[core.OutputCallback] = None,
     ) -> ExecResult:
-        """Runs `cmd` under bash -lc as uid 1000; answers once it finished (no streaming yet)."""
-        return self.client._json(self._vm(core.exec_req(cmd, cwd, env, timeout_ms)), ExecResult.from_json)
+        """Runs `cmd` under bash -lc as uid 1000; answers once it finished. With `on_stdout` or
+        `on_stderr` the call streams: each gets the output's text as it arrives, and the answer is the
+        same ExecResult (all the output included)."""
+        return self._call(core.exec_req(cmd, cwd, env, timeout_ms), on_stdout, on_stderr)
 
     def run_ts(
         self, code: Optional[str] = None, *, path: Optional[str] = None, args: Optional[Sequence[str]] = None,
         env: Optional[Mapping[str, str]] = None, deno_flags: Optional[Sequence[str]] = None,
-        timeout_ms: Optional[int] = None,
+        timeout_ms: Optional[int] = None, on_stdout: Optional[core.OutputCallback] = None,
+        on_stderr: Optional[core.OutputCallback] = None,
     ) -> ExecResult:
         req = core.run_req("run-ts", code, path, args, env, deno_flags, timeout_ms)
-        return self.client._json(self._vm(req), ExecResult.from_json)
+        return self._call(req, on_stdout, on_stderr)
 
     def run_js(
         self, code: Optional[str] = None, *, path: Optional[str] = None, args: Optional[Sequence[str]] = None,
         env: Optional[Mapping[str, str]] = None, node_flags: Optional[Sequence[str]] = None,
-        timeout_ms: Optional[int] = None,
+        timeout_ms: Optional[int] = None, on_stdout: Optional[core.OutputCallback] = None,
+        on_stderr: Optional[core.OutputCallback] = None,
     ) -> ExecResult:
         req = core.run_req("run-js", code, path, args, env, node_flags, timeout_ms)
-        return self.client._json(self._vm(req), ExecResult.from_json)
+        return self._call(req, on_stdout, on_stderr)
+
+    def _call(
+        self, req: Req, on_stdout: Optional[core.OutputCallback], on_stderr: Optional[core.OutputCallback]
+    ) -> ExecResult:
+        if on_stdout is None and on_stderr is None:
+            return self.client._json(self._vm(req), ExecResult.from_json)
+        return self.client._stream(self._vm(req), on_stdout, on_stderr)
 
     def logs(self, type: Optional[str] = None, tail: Optional[int] = None) -> Logs:
         return self.client._json(self._vm(core.logs_req(type, tail)), Logs.from_json)

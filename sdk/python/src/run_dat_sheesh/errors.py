@@ -6,7 +6,8 @@ from typing import Optional
 
 
 class RdsError(Exception):
-    """Base class: `status` is the HTTP status (None when no answer came), `message` the server's text."""
+    """Base class: `status` is the HTTP status (None when no answer came, or for a failure inside a
+    streamed answer), `message` the server's text."""
 
     def __init__(
         self, message: str, status: Optional[int] = None, request_id: Optional[str] = None
@@ -56,7 +57,8 @@ class RateLimitError(RdsError):
 
 
 class ServerError(RdsError):
-    """5xx: the manager, the VMM or the guest agent failed."""
+    """5xx: the manager, the VMM or the guest agent failed. Also a streamed exec/run that the manager
+    could not finish (its `error` line), with `status` None: that answer began as a 200."""
 
 
 _BY_STATUS = {

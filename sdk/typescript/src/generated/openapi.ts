@@ -1075,6 +1075,32 @@ export interface components {
         /** @enum {string} */
         SourceModeName: "hidden" | "mounted";
         /**
+         * @description One line of a streamed exec, run-ts or run-js (`docs/api.md` "Streaming"): `stdout` and
+         *     `stderr` lines carry `data` as it arrives; the last line of a finished call is `exit` (the
+         *     buffered reply's fields without the output); `error` ends a call that could not finish.
+         */
+        StreamLine: {
+            /** @description `stdout` / `stderr`: output text (whole characters). */
+            data?: string | null;
+            /** Format: int64 */
+            durationMs?: number | null;
+            /** @description `exit` of a run: what `result.error` recorded; `error`: absent. */
+            error?: unknown;
+            /**
+             * Format: int32
+             * @description `exit`: as in the buffered reply.
+             */
+            exitCode?: number | null;
+            /** @description `error`: why the call could not finish. */
+            message?: string | null;
+            /** @description `exit` of a run: what `result.set` recorded. */
+            result?: unknown;
+            stderrTruncated?: boolean | null;
+            stdoutTruncated?: boolean | null;
+            timedOut?: boolean | null;
+            type: string;
+        };
+        /**
          * @description What happens to a VM at its deadline: destroyed, or paused (memory kept; `resume` continues it).
          * @enum {string}
          */
@@ -3549,12 +3575,14 @@ export interface operations {
             };
         };
         responses: {
+            /** @description The result; with `Accept: application/x-ndjson`, the call streamed as JSON lines */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ExecResultView"];
+                    "application/x-ndjson": components["schemas"]["StreamLine"];
                 };
             };
             400: {
@@ -4386,12 +4414,14 @@ export interface operations {
             };
         };
         responses: {
+            /** @description The result; with `Accept: application/x-ndjson`, the run streamed as JSON lines */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["RunResultView"];
+                    "application/x-ndjson": components["schemas"]["StreamLine"];
                 };
             };
             400: {
@@ -4486,12 +4516,14 @@ export interface operations {
             };
         };
         responses: {
+            /** @description The result; with `Accept: application/x-ndjson`, the run streamed as JSON lines */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["RunResultView"];
+                    "application/x-ndjson": components["schemas"]["StreamLine"];
                 };
             };
             400: {

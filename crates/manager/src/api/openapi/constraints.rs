@@ -209,6 +209,14 @@ fn query_params(doc: &mut Value) {
         }
         assert!(found, "no query parameter {name} on {path}");
     }
+    // `peers::patch`: the alias rule of `peers::valid_alias`.
+    for op in operations(&mut doc["paths"]["/v1/vms/{id}/peers/{alias}"]) {
+        for p in params(op) {
+            if p["name"] == "alias" {
+                p["schema"] = json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"});
+            }
+        }
+    }
     // `files::upload` and `files::download`: a non-empty workspace path.
     let path = json!({"type": "string", "minLength": 1, "maxLength": MAX_PATH_BYTES,
                       "pattern": workspace_path()});

@@ -78,6 +78,7 @@ pub async fn invoke(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Missing bearer token"))?;
+    let consumer = st.vms.peer_consumer(token, from.ip()).await?;
     if body.len() > 1024 * KIB {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -86,10 +87,9 @@ pub async fn invoke(
     }
     let req = InvokeRequest::parse(&body)?;
     let started = std::time::Instant::now();
-    let token = token.to_string();
     let vms = st.vms.clone();
     // Detached: a consumer that hangs up does not cut the provider's run half-way.
-    let reply = detached(async move { vms.invoke_peer(&token, from.ip(), req).await }).await;
+    let reply = detached(async move { vms.invoke_peer(consumer, req).await }).await;
     // Counted beside exec and runs (`rds_exec_total{kind="peer-invoke"}`), never in an exec log.
     let outcome = if reply.is_ok() { "ok" } else { "error" };
     let kind = [("kind", "peer-invoke")];
