@@ -330,13 +330,15 @@ impl VmService {
         self.provision_guest(vm, source.is_some())
             .instrument(info_span!("guest.provision"))
             .await?;
+        // Before RUNNING: a VM seen RUNNING (by a client, or by a warm-pool take, which skips VMs
+        // under an operation) has its peer trees already.
+        self.setup_peers_at_start(vm).await;
         self.inner
             .db
             .set_running(&vm.id, "boot")
             .await
             .map_err(Failed::host)?;
         self.watch(rt);
-        self.setup_peers_at_start(vm).await;
         tracing::info!(vm_id = %vm.id, provision_mode = "boot", "vm.started");
         self.started_event(vm, "boot", started);
         Ok(())

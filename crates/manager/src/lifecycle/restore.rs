@@ -164,12 +164,13 @@ impl VmService {
             .instrument(info_span!("guest.provision"))
             .await?;
         stages.mark("identity");
+        // The snapshot's trees (if any) carry its source's token: this VM gets its own, before it
+        // is seen RUNNING.
+        self.setup_peers_at_start(vm).await;
         db.set_running(&vm.id, "snapshot")
             .await
             .map_err(Failed::host)?;
         self.watch(rt);
-        // The snapshot's trees (if any) carry its source's token: this VM gets its own.
-        self.setup_peers_at_start(vm).await;
         tracing::info!(vm_id = %vm.id, snapshot_id = %snap.id, provision_mode = "snapshot",
             stages_ms = %stages, "vm.started");
         self.started_event(vm, "snapshot", started);
