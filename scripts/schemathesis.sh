@@ -74,7 +74,18 @@ env "${db_env[@]}" API_KEY=$key ADMIN_EMAIL=a@b.c ADMIN_PASSWORD=schemathesis-pw
   "$manager" >"$work/manager.log" 2>&1 &
 pid=$!
 
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+# Start-up hashes the built-in image and migrates the database: seconds, more on a busy machine.
+up=0
+for _ in $(seq 1200); do
+  curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && { up=1; break; }
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+if ((!up)); then
+  echo "[schemathesis] the manager did not come up; its log:" >&2
+  tail -n 40 "$work/manager.log" >&2
+  exit 1
+fi
 echo "[schemathesis] fuzzing http://127.0.0.1:$port for at most ${MAX_TIME}s (${db_env[0]%%=*}=${db_env[0]#*=})" >&2
 SCHEMATHESIS_HOOKS="$repo/scripts/schemathesis_hooks.py" \
   "$VENV/bin/schemathesis" --config-file "$repo/scripts/schemathesis.toml" \
