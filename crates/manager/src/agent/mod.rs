@@ -158,30 +158,8 @@ impl AgentClient {
         body: Vec<u8>,
         deadline: Duration,
     ) -> Result<Download, AgentError> {
-        let deadline = Instant::now() + deadline;
-        let budget = self.cfg.max_binary_response_bytes;
-        let work = async {
-            let stream = self.connect().await?;
-            let resp = self
-                .send(
-                    stream,
-                    Method::POST,
-                    path,
-                    Payload::JsonForStream(body),
-                    budget,
-                    deadline,
-                )
-                .await?;
-            if resp.status().is_success() {
-                Ok(resp)
-            } else {
-                let status = resp.status();
-                let body = self.collect_raw(resp, 64 * 1024).await.unwrap_or_default();
-                Err(status_error(status, &body))
-            }
-        };
-        let resp = with_deadline(deadline, work).await?;
-        Ok(Download::new(resp.into_body(), budget, deadline))
+        self.open_streamed(Method::POST, path, Payload::JsonForStream(body), deadline)
+            .await
     }
 
     /// Starts a download; the body is streamed to the caller under the binary cap and deadline.
@@ -191,19 +169,26 @@ impl AgentClient {
         fields(agent.method = "GET", agent.path = %without_query(path_and_query))
     )]
     pub async fn download(&self, path_and_query: &str) -> Result<Download, AgentError> {
-        let deadline = Instant::now() + self.cfg.binary_timeout;
+        let deadline = self.cfg.binary_timeout;
+        self.open_streamed(Method::GET, path_and_query, Payload::Empty, deadline)
+            .await
+    }
+
+    /// A call whose 2xx body is handed over as a stream under the binary cap and `deadline`;
+    /// any other status becomes [`AgentError::Status`].
+    async fn open_streamed(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Payload,
+        deadline: Duration,
+    ) -> Result<Download, AgentError> {
+        let deadline = Instant::now() + deadline;
         let budget = self.cfg.max_binary_response_bytes;
         let work = async {
             let stream = self.connect().await?;
             let resp = self
-                .send(
-                    stream,
-                    Method::GET,
-                    path_and_query,
-                    Payload::Empty,
-                    budget,
-                    deadline,
-                )
+                .send(stream, method, path, payload, budget, deadline)
                 .await?;
             if resp.status().is_success() {
                 Ok(resp)
