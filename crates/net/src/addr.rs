@@ -246,6 +246,15 @@ impl MacAddr {
         let o = ip.octets();
         MacAddr([0x02, 0x00, o[0], o[1], o[2], o[3]])
     }
+
+    /// The bridge's own address: `02:01:` + the four octets of the gateway. Set explicitly, because
+    /// a Linux bridge left with its generated address takes the lowest address of its ports and
+    /// changes it whenever a TAP comes or goes, leaving every guest's ARP entry for the gateway
+    /// stale (its traffic to the host and beyond is lost until the entry is re-resolved).
+    pub fn for_bridge(gateway: Ipv4Addr) -> Self {
+        let o = gateway.octets();
+        MacAddr([0x02, 0x01, o[0], o[1], o[2], o[3]])
+    }
 }
 
 impl fmt::Display for MacAddr {

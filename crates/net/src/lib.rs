@@ -267,6 +267,8 @@ impl HostNet {
         };
         let br = this.cfg.bridge.clone();
         this.bridge_index = link::ensure_bridge(&this.handle, &br).await?;
+        let mac = MacAddr::for_bridge(this.cfg.subnet.gateway());
+        link::set_address(&this.handle, this.bridge_index, &br, mac.0).await?;
         let v6 = format!("/proc/sys/net/ipv6/conf/{br}/disable_ipv6");
         if std::path::Path::new(&v6).exists() {
             write_sysctl(&v6, "1")?;

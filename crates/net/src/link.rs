@@ -130,6 +130,26 @@ pub async fn ensure_bridge(handle: &Handle, name: &str) -> Result<u32, NetError>
     Ok(link.index)
 }
 
+/// Gives link `index` the fixed Ethernet address `mac` (a bridge keeps an address set this way
+/// instead of following its ports).
+pub async fn set_address(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    mac: [u8; 6],
+) -> Result<(), NetError> {
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl("set address", name))
+}
+
 /// Adds `addr/prefix` to link `index` unless it is already there.
 pub async fn ensure_addr(
     handle: &Handle,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Guest, Internet, Listener, Ns, HOST_UPLINK, INET_A, INET_B, INET_DNS};
-use rds_net::{DnsForwarder, HostNet, NetConfig, Subnet, TapOwner, VmNet};
+use rds_net::{DnsForwarder, HostNet, MacAddr, NetConfig, Subnet, TapOwner, VmNet};
 
 const GW: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
 const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
@@ -368,6 +368,18 @@ fn tap_is_persistent_owned_single_queue_and_isolated() {
     assert_eq!(flags & 0x0002, 0x0002, "IFF_TAP");
     assert_eq!(flags & 0x0100, 0, "single queue (no IFF_MULTI_QUEUE)");
     assert_ne!(flags & 0x0800, 0, "IFF_PERSIST");
+
+    // The bridge keeps its own fixed address while TAPs come and go (a bridge left alone takes
+    // its lowest port's address, and guests' ARP entries for the gateway would go stale).
+    let bridge_mac = || host.output(&["cat", &format!("/sys/class/net/{}/address", cfg.bridge)]);
+    let fixed = MacAddr::for_bridge(GW).to_string();
+    assert_eq!(bridge_mac().trim(), fixed);
+    let other = vm(&cfg, 8, false, &[], false);
+    add(&rt, &net, &other);
+    assert_eq!(bridge_mac().trim(), fixed, "after a TAP joined");
+    let (n, o) = (net.clone(), other.clone());
+    on_host(&rt, async move { n.remove_vm(&o).await }).unwrap();
+    assert_eq!(bridge_mac().trim(), fixed, "after a TAP left");
 
     // The VMM's uid can attach to it without privileges; another uid cannot. /dev/net/tun is
     // opened before the credentials drop (it may be 0600 on the host; the jailer provides its
