@@ -9,9 +9,10 @@ import { Deadline, Link, LoadError, MetaChips, PageHead, StateBadge, useAction, 
 import { VmActions } from "./Vms";
 import { ExecBox, RunBox } from "./VmRun";
 import { FilesBox } from "./VmFiles";
+import { TerminalBox } from "./VmTerminal";
 import { ExecLogs, VmLogs } from "./VmLogs";
 
-const TABS = ["Exec", "Run code", "Files", "Logs", "Exec log"] as const;
+const TABS = ["Exec", "Run code", "Files", "Terminal", "Logs", "Exec log"] as const;
 
 /** Extends the deadline to now + n seconds (`POST /v1/vms/:id/timeout`), or clears it. */
 function Lifetime(props: { vm: Vm; onDone: () => void }) {
@@ -151,7 +152,7 @@ export function VmPage(props: { id: string }) {
         ))}
       </div>
       <div class="tab-body">
-        {!running && (tab === "Exec" || tab === "Run code" || tab === "Files") ? (
+        {!running && (tab === "Exec" || tab === "Run code" || tab === "Files" || tab === "Terminal") ? (
           <p class="notice" data-testid="vm-not-running">
             {v?.state === "PAUSED" ? "The VM is PAUSED: resume it for this." : "The VM must be RUNNING for this."}
           </p>
@@ -159,6 +160,7 @@ export function VmPage(props: { id: string }) {
         {tab === "Exec" ? <ExecBox id={props.id} disabled={!running} /> : null}
         {tab === "Run code" ? <RunBox id={props.id} disabled={!running} /> : null}
         {tab === "Files" ? <FilesBox id={props.id} disabled={!running} /> : null}
+        {tab === "Terminal" ? <TerminalBox id={props.id} disabled={!running} /> : null}
         {tab === "Logs" ? <VmLogs id={props.id} /> : null}
         {tab === "Exec log" ? <ExecLogs id={props.id} /> : null}
       </div>

@@ -31,6 +31,10 @@ pub enum ApiError {
     /// 500 whose message the spec names (`Firewall update failed: <reason>`); the reason is not secret.
     #[error("{message}")]
     Failed { message: String },
+    /// A refusal with a status and message of its own (409 for an ended process, 429 past a cap,
+    /// 502 for a port nothing listens on).
+    #[error("{message}")]
+    Refused { status: StatusCode, message: String },
     /// Anything the caller cannot fix; the cause is logged, the reply stays generic.
     #[error("{context}")]
     Internal {
@@ -55,6 +59,13 @@ impl ApiError {
         }
     }
 
+    pub fn refused(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError::Refused {
+            status,
+            message: message.into(),
+        }
+    }
+
     pub fn internal(context: &'static str, source: std::io::Error) -> Self {
         ApiError::Internal { context, source }
     }
@@ -68,6 +79,7 @@ impl ApiError {
             ApiError::TooManyExecs => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Refused { status, .. } => *status,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

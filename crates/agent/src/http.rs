@@ -56,6 +56,37 @@ pub fn error(err: &ApiError) -> Response<Body> {
     resp
 }
 
+/// Checks that `req` asks to switch to `protocol` (`Connection: upgrade`, `Upgrade: <protocol>`).
+pub fn require_upgrade(req: &Request<Incoming>, protocol: &str) -> Result<(), ApiError> {
+    let has = |name: hyper::header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if has(hyper::header::CONNECTION, "upgrade") && has(hyper::header::UPGRADE, protocol) {
+        Ok(())
+    } else {
+        Err(ApiError::refused(
+            StatusCode::UPGRADE_REQUIRED,
+            format!("Upgrade to {protocol} required"),
+        ))
+    }
+}
+
+/// 101 switching to `protocol`; the connection is the caller's once hyper hands it over.
+pub fn switching(protocol: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut().insert(
+        hyper::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    resp.headers_mut()
+        .insert(hyper::header::UPGRADE, HeaderValue::from_static(protocol));
+    resp
+}
+
 /// Reads a JSON body of at most [`MAX_JSON_BODY_BYTES`], refusing larger ones as soon as that is known
 /// (from `Content-Length`, or while reading).
 pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {

@@ -20,12 +20,15 @@ pub mod http;
 pub mod output;
 pub mod paths;
 pub mod probe;
+pub mod processes;
 pub mod routes;
 pub mod runner;
 pub mod sandbox;
 pub mod server;
 pub mod state;
 pub mod stream;
+pub mod terminal;
+pub mod warm;
 pub mod wrapper;
 
 /// The agent's semver, sent as `X-RDS-Agent-Version` and in `/health`.

@@ -55,10 +55,21 @@ pub async fn run(
     launch: &Launch<'_>,
     timeout: Duration,
     cgroup: Option<&CallCgroup>,
-    mut sink: Option<&mut Sink>,
+    sink: Option<&mut Sink>,
 ) -> Outcome {
     let started = Instant::now();
     let spawned = sandbox::command(launch).and_then(|mut cmd| cmd.spawn());
+    run_spawned(spawned, started, timeout, cgroup, sink).await
+}
+
+/// [`run`] of a process already started (a warm shell given its job), timed from `started`.
+pub async fn run_spawned(
+    spawned: std::io::Result<tokio::process::Child>,
+    started: Instant,
+    timeout: Duration,
+    cgroup: Option<&CallCgroup>,
+    mut sink: Option<&mut Sink>,
+) -> Outcome {
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {

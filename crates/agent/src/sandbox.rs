@@ -48,18 +48,51 @@ pub fn base_env(shell: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Where a sandboxed process's standard streams go.
+pub enum Streams {
+    /// exec and runs: stdin `/dev/null`, stdout and stderr piped.
+    Exec,
+    /// Background processes: all three piped.
+    Piped,
+    /// Terminals: all three on this terminal, which becomes the controlling one of the new session.
+    Terminal(OwnedFd),
+    /// Warm shells: as [`Streams::Exec`], plus this descriptor as fd 3 (where the shell reads its
+    /// job from).
+    ExecWithJob(RawFd),
+}
+
 /// Builds the command: piped stdout/stderr, stdin `/dev/null`, fresh environment, sandbox set up in the
 /// child before `exec`.
 pub fn command(launch: &Launch<'_>) -> io::Result<Command> {
+    command_with(launch, Streams::Exec)
+}
+
+/// [`command`] with the standard streams of `streams`.
+pub fn command_with(launch: &Launch<'_>, streams: Streams) -> io::Result<Command> {
     let mut cmd = Command::new(launch.program);
     cmd.args(launch.args)
         .env_clear()
         .envs(base_env(launch.shell))
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .envs(launch.env.iter().map(|(k, v)| (k, v)));
+    let controlling_tty = matches!(streams, Streams::Terminal(_));
+    let job_fd = match streams {
+        Streams::ExecWithJob(fd) => Some(fd),
+        _ => None,
+    };
+    match streams {
+        Streams::Exec | Streams::ExecWithJob(_) => cmd.stdin(Stdio::null()),
+        Streams::Piped => cmd.stdin(Stdio::piped()),
+        Streams::Terminal(tty) => cmd
+            .stdin(Stdio::from(tty.try_clone()?))
+            .stdout(Stdio::from(tty.try_clone()?))
+            .stderr(Stdio::from(tty)),
+    };
+    if !controlling_tty {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
     let setup = ChildSetup {
+        controlling_tty,
+        job_fd,
         cwd: launch.cwd.as_raw_fd(),
         uid: launch.identity.uid,
         gid: launch.identity.gid,
@@ -79,6 +112,10 @@ pub fn command(launch: &Launch<'_>) -> io::Result<Command> {
 
 /// Values [`enter`] needs, prepared before `fork` so the child allocates nothing.
 struct ChildSetup {
+    /// Make stdin (a terminal, set up before `pre_exec` runs) the session's controlling terminal.
+    controlling_tty: bool,
+    /// Descriptor to hand over as fd 3 (after every other one was marked close-on-exec).
+    job_fd: Option<RawFd>,
     cwd: RawFd,
     uid: u32,
     gid: u32,
@@ -132,6 +169,9 @@ fn enter(s: &ChildSetup) -> io::Result<()> {
     unsafe {
         check(libc::fchdir(s.cwd))?;
         check(libc::setsid())?;
+        if s.controlling_tty {
+            check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+        }
         // Raising the score needs no privilege, but /proc/self is still ours only before setuid.
         write_file(c"/proc/self/oom_score_adj", b"1000");
         if let Some(procs) = &s.cgroup_procs {
@@ -211,6 +251,14 @@ fn enter(s: &ChildSetup) -> io::Result<()> {
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
+        if let Some(fd) = s.job_fd {
+            if fd == 3 {
+                check(libc::fcntl(3, libc::F_SETFD, 0))?;
+            } else {
+                // dup2 leaves the new descriptor without close-on-exec.
+                check(libc::dup2(fd, 3))?;
+            }
+        }
     }
     Ok(())
 }

@@ -144,7 +144,9 @@ fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, state: A
             .keep_alive(false)
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(stream), service)
+            // Tunnels and terminals switch protocols after their 101.
+            .with_upgrades();
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }

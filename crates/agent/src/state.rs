@@ -17,6 +17,10 @@ pub struct AppState {
     /// One permit per exec/run call in flight.
     pub exec_slots: Arc<Semaphore>,
     pub cgroups: Option<Sandboxes>,
+    /// One permit per open terminal.
+    pub terminals: Arc<Semaphore>,
+    pub processes: Arc<crate::processes::Processes>,
+    pub warm: crate::warm::WarmShells,
 }
 
 impl AppState {
@@ -32,6 +36,9 @@ impl AppState {
             runtimes,
             exec_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_EXECS)),
             cgroups,
+            terminals: Arc::new(Semaphore::new(rds_protocol::pty::MAX_TERMINALS)),
+            processes: Arc::default(),
+            warm: crate::warm::WarmShells::default(),
         }
     }
 }

@@ -298,3 +298,51 @@ fn round_trip_latency() {
         times[50], times[90], times[99]
     );
 }
+
+/// From the second call on, an exec without environment runs in a warm shell (started ahead,
+/// profile read); what the command sees is what a cold `bash -lc` shows it.
+#[test]
+fn warm_shells_stand_in_for_cold_starts() {
+    require_root!();
+    let agent = Agent::start("warm");
+    std::fs::create_dir_all(agent.workspace.join("sub")).unwrap();
+    let probe =
+        "echo \"$0|$-|$(shopt -q login_shell && echo login)|${__rds_job-unset}|$(id -u)\"; \
+                 tr '\\0' '\\n' < /proc/$$/environ | sort; pwd -P; echo \"$PWD|${OLDPWD-none}\"";
+    let warm_execs = || {
+        let r = agent.request("GET", "/health", &[], b"");
+        r.json()["warmExecs"]
+            .as_u64()
+            .expect("warmExecs in /health")
+    };
+    assert_eq!(warm_execs(), 0);
+    let cold = agent.exec_ok(json!({"cmd": probe}));
+    let cold_sub = agent.exec_ok(json!({"cmd": probe, "cwd": "sub", "env": {"A": "1"}}));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while warm_execs() == 0 {
+        assert!(Instant::now() < deadline, "no exec got a warm shell");
+        let r = agent.exec_ok(json!({"cmd": probe}));
+        assert_eq!(r["stdout"], cold["stdout"], "warm and cold differ");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = warm_execs();
+    let r = agent.exec_ok(json!({"cmd": probe}));
+    assert_eq!(r["stdout"], cold["stdout"], "warm and cold differ");
+    // Another directory: the same as cold, apart from the variable the cold call added.
+    std::thread::sleep(Duration::from_millis(500));
+    let r = agent.exec_ok(json!({"cmd": probe, "cwd": "sub"}));
+    assert_eq!(
+        r["stdout"].as_str().unwrap(),
+        cold_sub["stdout"].as_str().unwrap().replace("A=1\n", "")
+    );
+    let r = agent.exec_ok(json!({"cmd": "echo out; echo err >&2; exit 7"}));
+    assert_eq!(
+        (
+            r["stdout"].as_str(),
+            r["stderr"].as_str(),
+            r["exitCode"].as_i64()
+        ),
+        (Some("out\n"), Some("err\n"), Some(7))
+    );
+    assert!(warm_execs() > before, "the later calls were not warm");
+}

@@ -55,6 +55,9 @@ fn main() {
     if let Err(e) = mounts::workspace().and_then(|()| mounts::dev_shm()) {
         fatal(&e.to_string());
     }
+    if let Err(e) = mounts::dev_pts() {
+        log!("terminals unavailable: {e}");
+    }
     if power::watch() == 0 {
         log!("no Power Button input device; power-off requests will not be seen");
     }

@@ -235,6 +235,19 @@ pub fn dev_shm() -> Result<(), MountError> {
     )
 }
 
+/// Terminals (`POST /pty`): a devpts instance on `/dev/pts`, whose `ptmx` any user may open (the
+/// agent opens it as root and hands the sandbox user only its own terminal).
+pub fn dev_pts() -> Result<(), MountError> {
+    mkdir("/dev/pts", 0o755)?;
+    mnt(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        Some("mode=0620,ptmxmode=0666"),
+    )
+}
+
 /// Shutdown: remounts the overlay root and then the writable disk read-only.
 /// Returns the failures, for the console.
 pub fn remount_readonly() -> Vec<String> {

@@ -220,6 +220,7 @@ async fn console_story() {
     .await;
     let vm = steps::create_vm(&b, &tm).await;
     steps::exec_and_guest_html(&b).await;
+    steps::terminal(&b).await;
     steps::run_ts(&b).await;
     steps::files(&b).await;
     steps::logs(&b).await;

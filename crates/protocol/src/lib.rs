@@ -5,6 +5,8 @@
 
 pub mod files;
 pub mod handshake;
+pub mod process;
+pub mod pty;
 mod run;
 pub mod stream;
 mod system;
@@ -72,7 +74,20 @@ pub mod paths {
     pub const TIME_SYNC: &str = "/time/sync";
     pub const ENTROPY_RESEED: &str = "/entropy/reseed";
     pub const FS_SYNC: &str = "/fs/sync";
+    /// `POST ?port=N` upgraded to [`crate::TUNNEL_UPGRADE`]: a raw TCP stream to the port.
+    pub const TUNNEL: &str = "/tunnel";
+    /// `POST` upgraded to [`crate::pty::UPGRADE`]: a login shell on a terminal.
+    pub const PTY: &str = "/pty";
+    /// `POST` starts, `GET` lists; `/processes/{id}` and its `/output`, `/stdin`, `/signal`.
+    pub const PROCESSES: &str = "/processes";
 }
+
+/// The `Upgrade` token of `POST /tunnel`.
+pub const TUNNEL_UPGRADE: &str = "rds-tunnel";
+
+/// What this agent serves beyond protocol 1's first routes, reported by `/health` so a manager
+/// can tell an older guest image from a failure.
+pub const FEATURES: [&str; 4] = ["stream", "tunnel", "pty", "processes"];
 
 /// Fixed `message` texts of agent error replies (`docs/reference/agent-protocol.md` §3, §5).
 pub mod messages {
@@ -132,6 +147,12 @@ pub struct Health {
     /// The agent's own resident memory (an addition for operators and benchmarks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_rss_kb: Option<u64>,
+    /// [`FEATURES`] of this agent; absent from agents older than them.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Execs served by a warm shell since the agent started (`docs/decisions.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_execs: Option<u64>,
 }
 
 /// `POST /exec` body. Unknown fields are ignored; `null` means absent.

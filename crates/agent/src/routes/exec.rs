@@ -49,6 +49,33 @@ pub async fn post(
     // Everything the call needs is owned here: a streamed call runs on after the handler returned.
     let work = async move {
         let _slot = slot;
+        let started = std::time::Instant::now();
+        // A warm shell when the call is one it can stand in for (module docs of `warm`).
+        let warm = if env.is_empty() {
+            state.warm.take(&state)
+        } else {
+            None
+        };
+        if let Some(w) = warm {
+            match w.start(&cwd, &body.cmd) {
+                Ok((child, cgroup)) => {
+                    let outcome = runner::run_spawned(
+                        Ok(child),
+                        started,
+                        timeout,
+                        cgroup.as_ref(),
+                        sink.as_mut(),
+                    )
+                    .await;
+                    if let (Some(sandboxes), Some(cg)) = (&state.cgroups, cgroup) {
+                        sandboxes.release(cg);
+                    }
+                    finish(sink.as_ref(), &outcome).await;
+                    return outcome;
+                }
+                Err(e) => tracing::warn!(error = %e, "a warm shell refused its job; starting cold"),
+            }
+        }
         let cgroup = state.cgroups.as_ref().and_then(|c| match c.create() {
             Ok(cg) => Some(cg),
             Err(e) => {
@@ -72,20 +99,7 @@ pub async fn post(
         if let (Some(sandboxes), Some(cg)) = (&state.cgroups, cgroup) {
             sandboxes.release(cg);
         }
-        if let Some(sink) = &sink {
-            let r = &outcome.result;
-            sink.line(&ExitEvent::<()> {
-                kind: "exit".into(),
-                exit_code: r.exit_code,
-                result: None,
-                error: None,
-                stdout_truncated: r.stdout_truncated,
-                stderr_truncated: r.stderr_truncated,
-                timed_out: r.timed_out,
-                duration_ms: r.duration_ms,
-            })
-            .await;
-        }
+        finish(sink.as_ref(), &outcome).await;
         outcome
     };
     if let Some(body) = stream_body {
@@ -100,8 +114,26 @@ pub async fn post(
     Ok(http::json(StatusCode::OK, &result))
 }
 
+/// The last line of a streamed call.
+async fn finish(sink: Option<&Sink>, outcome: &runner::Outcome) {
+    if let Some(sink) = sink {
+        let r = &outcome.result;
+        sink.line(&ExitEvent::<()> {
+            kind: "exit".into(),
+            exit_code: r.exit_code,
+            result: None,
+            error: None,
+            stdout_truncated: r.stdout_truncated,
+            stderr_truncated: r.stderr_truncated,
+            timed_out: r.timed_out,
+            duration_ms: r.duration_ms,
+        })
+        .await;
+    }
+}
+
 /// Keys must match `^[A-Za-z_][A-Za-z0-9_]*$`; values may not hold NUL.
-fn validate_env(
+pub(crate) fn validate_env(
     env: &std::collections::BTreeMap<String, String>,
 ) -> Result<Vec<(String, String)>, ApiError> {
     env.iter()
@@ -126,7 +158,7 @@ pub(super) fn validate_timeout(ms: Option<u64>) -> Result<Duration, ApiError> {
     }
 }
 
-fn open_cwd(state: &AppState, cwd: &str) -> Result<std::os::fd::OwnedFd, ApiError> {
+pub(crate) fn open_cwd(state: &AppState, cwd: &str) -> Result<std::os::fd::OwnedFd, ApiError> {
     let not_a_dir =
         || ApiError::bad_request(format!("cwd must be a directory under /workspace: {cwd}"));
     let path = paths::normalize(cwd).map_err(|e| match e {

@@ -23,6 +23,8 @@ pub async fn get(state: &AppState) -> Result<Response<Body>, ApiError> {
         shell: state.shell.kind,
         runtimes,
         agent_rss_kb: own_rss_kb(),
+        features: rds_protocol::FEATURES.map(String::from).to_vec(),
+        warm_execs: Some(state.warm.used()),
     };
     Ok(http::json(StatusCode::OK, &health))
 }

@@ -5,8 +5,13 @@ mod files;
 mod firewall;
 mod health;
 pub(crate) mod net_config;
+mod processes;
+mod pty;
 mod run;
 mod system;
+mod tunnel;
+
+pub(crate) use exec::{open_cwd, validate_env};
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
@@ -33,6 +38,9 @@ pub async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response
         paths::HEALTH => Err(ApiError::MethodNotAllowed { allow: "GET" }),
         paths::FILES_DOWNLOAD if req.method() == Method::GET => files::download(state, req).await,
         paths::FILES_DOWNLOAD => Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        p if p == paths::PROCESSES || p.starts_with("/processes/") => {
+            processes::route(state, req).await
+        }
         path => match post(is_post) {
             Err(e) if is_known_post(path) => Err(e),
             _ => match path {
@@ -46,6 +54,8 @@ pub async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response
                 paths::TIME_SYNC => system::time_sync(req).await,
                 paths::ENTROPY_RESEED => system::entropy_reseed(state, req).await,
                 paths::FS_SYNC => system::fs_sync().await,
+                paths::TUNNEL => tunnel::post(req).await,
+                paths::PTY => pty::post(state, req).await,
                 _ => Err(ApiError::NotFound),
             },
         },
@@ -70,6 +80,8 @@ fn is_known_post(path: &str) -> bool {
         paths::TIME_SYNC,
         paths::ENTROPY_RESEED,
         paths::FS_SYNC,
+        paths::TUNNEL,
+        paths::PTY,
     ]
     .contains(&path)
 }

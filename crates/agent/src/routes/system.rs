@@ -110,6 +110,9 @@ pub async fn entropy_reseed(
     let id = new_machine_id().map_err(|e| ApiError::internal("getrandom failed", e))?;
     write_file(&state.settings.etc.join("machine-id"), &id)
         .map_err(|e| ApiError::internal("cannot write machine-id", e))?;
+    // A warm shell from before a snapshot would be the same shell (same $RANDOM seed) in every
+    // VM restored from it: the next one starts after the reseed.
+    state.warm.discard(state);
     Ok(http::no_content())
 }
 

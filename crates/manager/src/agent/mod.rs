@@ -8,9 +8,11 @@
 mod connect;
 mod download;
 mod error;
+mod upgrade;
 
 pub use download::Download;
 pub use error::AgentError;
+pub use upgrade::AgentStream;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};

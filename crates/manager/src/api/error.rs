@@ -133,6 +133,10 @@ impl From<LifecycleError> for ApiError {
                 return ApiError::new(status, message);
             }
             L::Db(_) | L::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            L::Refused { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            L::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             L::Peer { kind, .. } => {
                 use crate::lifecycle::PeerFailure as P;
                 match kind {

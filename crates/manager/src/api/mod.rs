@@ -65,7 +65,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use routes::{
         admin, auth as login, events, files, health, images, logs, overview, runs, snapshots,
     };
-    use routes::{pause, peers, vms, webhooks};
+    use routes::{pause, peers, ports, processes, terminal, vms, webhooks};
     let v1 = OpenApiRouter::new()
         .routes(routes!(vms::list, vms::create))
         .routes(routes!(vms::get, vms::destroy))
@@ -80,6 +80,25 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::exec))
         .routes(routes!(runs::run_ts))
         .routes(routes!(runs::run_js))
+        .routes(routes!(processes::list, processes::start))
+        .routes(routes!(processes::get))
+        .routes(routes!(processes::output))
+        .routes(routes!(processes::stdin))
+        .routes(routes!(processes::signal))
+        .routes(routes!(processes::wait))
+        .route("/vms/{id}/pty", axum::routing::get(terminal::open))
+        .route(
+            "/vms/{id}/ports/{port}",
+            axum::routing::any(ports::proxy_root),
+        )
+        .route(
+            "/vms/{id}/ports/{port}/",
+            axum::routing::any(ports::proxy_root),
+        )
+        .route(
+            "/vms/{id}/ports/{port}/{*rest}",
+            axum::routing::any(ports::proxy),
+        )
         .routes(routes!(files::upload))
         .routes(routes!(files::download))
         .routes(routes!(logs::vm_log))

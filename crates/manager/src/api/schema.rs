@@ -367,3 +367,77 @@ pub struct ExecLogPage {
     pub entries: Vec<serde_json::Value>,
     pub has_more: bool,
 }
+
+/// `POST /v1/vms/{id}/processes` body (`docs/api.md` "Processes"): as exec, but `timeoutMs` is
+/// optional (absent: no time limit) and at most a day.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessStartBody {
+    pub cmd: String,
+    /// Under /workspace; default /workspace.
+    pub cwd: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    #[schema(minimum = 1, maximum = 86400000)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A background process.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessView {
+    /// Process id (UUID v4), chosen by the manager.
+    pub id: String,
+    pub cmd: String,
+    /// `running`, `exited`, or `gone` (it ran in an earlier boot of the VM).
+    #[schema(pattern = "^(running|exited|gone)$")]
+    pub state: String,
+    /// The guest's pid of the shell running `cmd`.
+    pub pid: Option<u32>,
+    /// `128 + N` after signal N; -1 after `timeoutMs`.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    /// Unix milliseconds.
+    pub started_at_ms: u64,
+    pub ended_at_ms: Option<u64>,
+    /// Output bytes (stdout and stderr together) produced so far.
+    pub output_bytes: u64,
+    pub stdin_open: bool,
+}
+
+/// One piece of a process's output.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessChunkView {
+    #[schema(pattern = "^(stdout|stderr)$")]
+    pub stream: String,
+    /// Byte offset of `data` in the process's output (stdout and stderr counted together).
+    pub offset: u64,
+    pub data: String,
+}
+
+/// `GET /v1/vms/{id}/processes/{pid}/output` without `follow`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessOutputView {
+    pub chunks: Vec<ProcessChunkView>,
+    /// Where the next read continues (`offset` of the next call).
+    pub next_offset: u64,
+    /// Bytes from the requested offset on that the bounded buffer no longer holds.
+    pub dropped_bytes: u64,
+    pub process: ProcessView,
+}
+
+/// `POST /v1/vms/{id}/processes/{pid}/stdin` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessStdinBody {
+    /// Text written to the process's stdin (at most 1 MiB).
+    pub data: Option<String>,
+    /// Close stdin after `data`.
+    pub eof: Option<bool>,
+}
+
+/// `POST /v1/vms/{id}/processes/{pid}/signal` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessSignalBody {
+    #[schema(pattern = "^(SIG)?(TERM|KILL|INT|HUP|QUIT|USR1|USR2|STOP|CONT)$")]
+    pub signal: String,
+}

@@ -417,6 +417,33 @@ pub fn exec(o: &Obj, limits: &Limits) -> Result<(ExecRequest, u64), ApiError> {
     Ok((req, timeout_ms))
 }
 
+/// A background process (`docs/api.md` "Processes"): `cmd`, `cwd` and `env` as for exec;
+/// `timeoutMs` optional (none: runs until it ends, is signalled, or the VM stops), at most a day.
+pub fn process(o: &Obj, limits: &Limits) -> Result<(ExecRequest, Option<u64>), ApiError> {
+    const MAX_PROCESS_TIMEOUT_MS: u64 = 86_400_000;
+    let timeout_ms = match field(o, "timeoutMs") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_PROCESS_TIMEOUT_MS).contains(&n) => Some(n),
+            Some(n) if n > MAX_PROCESS_TIMEOUT_MS => {
+                return Err(ApiError::bad_request(format!(
+                    "timeoutMs exceeds {MAX_PROCESS_TIMEOUT_MS}"
+                )))
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "timeoutMs must be a positive integer",
+                ))
+            }
+        },
+    };
+    let mut rest = o.clone();
+    rest.remove("timeoutMs");
+    let (mut req, _) = exec(&rest, limits)?;
+    req.timeout_ms = timeout_ms;
+    Ok((req, timeout_ms))
+}
+
 /// `timeoutMs`: an integer 1..=`max`, default min(30000, max); `limit_name` names the cap in the
 /// message (`maxExecTimeoutMs`, `maxRunTsTimeoutMs`).
 fn timeout(o: &Obj, max: u64, limit_name: &str) -> Result<u64, ApiError> {

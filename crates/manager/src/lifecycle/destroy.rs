@@ -34,6 +34,7 @@ impl VmService {
         let id = vm.id.as_str();
         let warnings = self.teardown(vm).await;
         self.inner.db.mark_deleted(id).await?;
+        self.inner.processes.forget_vm(id);
         tracing::info!(vm_id = %id, ?warnings, "vm.deleted");
         let meta = serde_json::json!({"warnings": warnings});
         self.vm_event(vm, crate::activity::EventType::VmDeleted, meta);

@@ -78,6 +78,13 @@ pub enum LifecycleError {
     /// A peer rule or call failed (`docs/peers.md`); the kind picks the status.
     #[error("{message}")]
     Peer { kind: PeerFailure, message: String },
+    /// The guest refused with a status of its own (a port nothing listens on: 502; a process
+    /// that has exited: 409; past a cap: 429).
+    #[error("{message}")]
+    Refused { status: u16, message: String },
+    /// The VM's guest agent predates the feature (an image built before it): 501.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Why a peer link, sync or invoke failed.

@@ -18,6 +18,7 @@ mod overview;
 mod pause;
 mod peers;
 mod pool;
+pub(crate) mod processes;
 mod readiness;
 mod ready;
 mod reconcile;
@@ -30,6 +31,7 @@ mod start;
 mod stop;
 mod stream;
 mod templates;
+mod tunnel;
 mod watch;
 
 pub use create::CreateVm;
@@ -101,6 +103,8 @@ struct Inner {
     expired: expiry::Expired,
     /// Providers whose manifest passed the callable check, by what was checked.
     peer_checks: peers::Checked,
+    /// Background processes started through this manager, to list them as gone after a stop.
+    processes: processes::Book,
 }
 
 impl VmService {
@@ -127,6 +131,7 @@ impl VmService {
                 activity,
                 expired: expiry::Expired::default(),
                 peer_checks: peers::Checked::default(),
+                processes: processes::Book::default(),
             }),
         }
     }

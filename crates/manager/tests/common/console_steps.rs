@@ -160,6 +160,34 @@ pub async fn exec_and_guest_html(b: &Browser) {
     b.shot("vm-exec-html-output").await;
 }
 
+/// The Terminal tab: a login shell whose prompt shows, typed keys that run, an exit code shown.
+pub async fn terminal(b: &Browser) {
+    b.click("[data-testid=tab-terminal]").await;
+    b.wait_text("[data-testid=terminal-status]", 30, |t| t == "connected")
+        .await;
+    b.wait_text("[data-testid=terminal-output]", 60, |t| t.contains("$ "))
+        .await;
+    let screen = b.wait("[data-testid=terminal-output]", 5).await;
+    // \u{E007} is WebDriver's Enter; the shell sees it as the terminal's CR.
+    screen
+        .send_keys("echo hi-$((6*7))\u{E007}")
+        .await
+        .expect("type into the terminal");
+    b.wait_text("[data-testid=terminal-output]", 60, |t| {
+        t.contains("\nhi-42")
+    })
+    .await;
+    b.shot("vm-terminal").await;
+    screen
+        .send_keys("exit 5\u{E007}")
+        .await
+        .expect("type into the terminal");
+    b.wait_text("[data-testid=terminal-status]", 30, |t| {
+        t == "exited with 5"
+    })
+    .await;
+}
+
 pub async fn run_ts(b: &Browser) {
     b.click("[data-testid=tab-run-code]").await;
     b.click("[data-testid=run-submit]").await;

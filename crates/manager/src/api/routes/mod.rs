@@ -8,8 +8,11 @@ pub mod logs;
 pub mod overview;
 pub mod pause;
 pub mod peers;
+pub mod ports;
+pub mod processes;
 pub mod runs;
 pub mod snapshots;
+pub mod terminal;
 pub mod vms;
 pub mod webhooks;
 

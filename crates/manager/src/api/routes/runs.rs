@@ -40,7 +40,7 @@ pub async fn exec(
 }
 
 /// `Accept: application/x-ndjson` asks for a streamed reply (`docs/api.md` "Streaming").
-fn wants_stream(headers: &HeaderMap) -> bool {
+pub(super) fn wants_stream(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
