@@ -3,7 +3,7 @@
 //! per guest is started ahead, with the exec sandbox and a call cgroup of its own, has read its
 //! profile and waits on a private pipe (fd 3) for one job: its working directory and command, which
 //! it `eval`s, so the command runs in a fresh login shell as with `bash -lc`, only started earlier.
-//! Each shell serves one call; a replacement starts as soon as it is taken.
+//! Each shell serves one call; a replacement starts when that call has ended.
 //!
 //! Used only where it is indistinguishable from a cold start: bash, and no caller or secret
 //! environment (a login profile may rewrite variables set before it runs, such as `PATH`; a warm
@@ -88,9 +88,7 @@ impl WarmShells {
         if state.shell.kind != Shell::Bash {
             return None;
         }
-        let taken = self.ready.lock().expect("warm shells").take();
-        self.refill(state);
-        let mut w = taken?;
+        let mut w = self.ready.lock().expect("warm shells").take()?;
         match w.child.try_wait() {
             Ok(None) => {
                 self.used.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +118,16 @@ impl WarmShells {
         }
     }
 
-    fn refill(&self, state: &Arc<AppState>) {
+    /// Starts a shell to wait for the next call unless one waits or is starting. Called when a
+    /// call has ended, not when it begins: under emulation a shell starting beside the call would
+    /// take half the CPU the call runs on.
+    pub fn refill(&self, state: &Arc<AppState>) {
+        if state.shell.kind != Shell::Bash {
+            return;
+        }
+        if self.ready.lock().expect("warm shells").is_some() {
+            return;
+        }
         if self.filling.swap(true, Ordering::AcqRel) {
             return;
         }

@@ -71,6 +71,7 @@ pub async fn post(
                         sandboxes.release(cg);
                     }
                     finish(sink.as_ref(), &outcome).await;
+                    state.warm.refill(&state);
                     return outcome;
                 }
                 Err(e) => tracing::warn!(error = %e, "a warm shell refused its job; starting cold"),
@@ -100,6 +101,9 @@ pub async fn post(
             sandboxes.release(cg);
         }
         finish(sink.as_ref(), &outcome).await;
+        if env.is_empty() {
+            state.warm.refill(&state);
+        }
         outcome
     };
     if let Some(body) = stream_body {

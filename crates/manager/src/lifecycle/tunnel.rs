@@ -54,18 +54,69 @@ impl VmService {
         e: AgentError,
         feature: &str,
     ) -> LifecycleError {
-        match e {
-            AgentError::Status {
-                status: 404,
-                ref message,
-            } if message == "Not found" => LifecycleError::Unsupported(format!(
-                "The guest agent of VM {id} does not support {feature}: its image was built \
-                     before them; rebuild the image"
-            )),
-            AgentError::Status { status, message } if status != 500 => {
-                LifecycleError::Refused { status, message }
-            }
-            e => self.explain_agent_error(id, e).await,
+        match refusal(id, e, feature) {
+            Ok(refused) => refused,
+            Err(e) => self.explain_agent_error(id, e).await,
         }
+    }
+}
+
+/// What the guest decided, as the API says it: 501 for a route the agent lacks (its generic 404),
+/// the agent's own status for its refusals; `Err` for failures the VM's state explains.
+fn refusal(id: &str, e: AgentError, feature: &str) -> Result<LifecycleError, AgentError> {
+    match e {
+        AgentError::Status {
+            status: 404,
+            ref message,
+        } if message == rds_protocol::messages::NOT_FOUND => {
+            Ok(LifecycleError::Unsupported(format!(
+                "The guest agent of VM {id} does not support {feature}: its image was built \
+                 before them; rebuild the image"
+            )))
+        }
+        AgentError::Status { status, message } if status != 500 => {
+            Ok(LifecycleError::Refused { status, message })
+        }
+        e => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16, message: &str) -> AgentError {
+        AgentError::Status {
+            status,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn an_older_agent_is_told_apart_from_a_refusal() {
+        let r = refusal("v1", status(404, "Not found"), "terminals").unwrap();
+        assert!(matches!(r, LifecycleError::Unsupported(_)), "{r:?}");
+        assert_eq!(
+            r.to_string(),
+            "The guest agent of VM v1 does not support terminals: its image was built before \
+             them; rebuild the image"
+        );
+        let r = refusal(
+            "v1",
+            status(502, "Nothing listens on port 9 in the guest"),
+            "x",
+        )
+        .unwrap();
+        assert!(
+            matches!(r, LifecycleError::Refused { status: 502, .. }),
+            "{r:?}"
+        );
+        let r = refusal("v1", status(404, "Process p not found"), "x").unwrap();
+        assert!(
+            matches!(r, LifecycleError::Refused { status: 404, .. }),
+            "{r:?}"
+        );
+        assert!(refusal("v1", status(500, "Internal error"), "x").is_err());
+        assert!(refusal("v1", AgentError::Timeout(5), "x").is_err());
     }
 }
