@@ -3,7 +3,8 @@
 # private network namespace with IMAGE_DIR (default: the cached default image), boots one
 # 1 vCPU / 512 MiB VM and prints p50/p90 of N (40) calls each: the raw hybrid-vsock round trip to
 # the agent (`GET /health`), `exec` of `true` through the API, and the agent's own `durationMs`;
-# `GAP` seconds (0.4) pass between exec calls. Numbers only, nothing asserted.
+# then 10 streamed execs of `echo first; sleep 1; echo second`: time to the first line and to the
+# end. `GAP` seconds (0.4) pass between exec calls. Numbers only, nothing asserted.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE=${RDS_CACHE_DIR:-/var/cache/run-dat-sheesh}
@@ -55,9 +56,18 @@ for _ in range(n):
 for _ in range(n):
     t = time.perf_counter(); r = execute(); api.append((time.perf_counter() - t) * 1000)
     agent.append(r["durationMs"]); time.sleep(gap)
+first, whole = [], []
+for _ in range(10):
+    req = urllib.request.Request(url, data=b"{\"cmd\":\"echo first; sleep 1; echo second\"}",
+        headers={"X-API-Key": os.environ["K"], "Content-Type": "application/json",
+                 "Accept": "application/x-ndjson"})
+    t = time.perf_counter(); r = urllib.request.urlopen(req); r.readline()
+    first.append((time.perf_counter() - t) * 1000); r.read(); whole.append((time.perf_counter() - t) * 1000)
+    time.sleep(gap)
 warm = health().get("warmExecs")
 print(f"raw vsock GET /health: p50 {q(raw, .5):.2f} ms, p90 {q(raw, .9):.2f} ms")
 print(f"exec true via the API: p50 {q(api, .5):.1f} ms, p90 {q(api, .9):.1f} ms (gap {gap} s)")
+print(f"streamed exec: first line after p50 {q(first, .5):.1f} ms, whole call p50 {q(whole, .5):.0f} ms")
 print(f"agent durationMs: p50 {q(agent, .5)}, p90 {q(agent, .9)}; warm shells used: {warm}")
 PY
 '

@@ -206,6 +206,15 @@ pub trait VmmBackend: Send + Sync + 'static {
         Err(VmmError::Unsupported("memory snapshots"))
     }
 
+    /// Brings a silent agent channel back: the readiness loop calls it when connection requests to
+    /// a booted guest get no answer at all (QEMU: the vsock device is unplugged and a new one is
+    /// plugged into a fresh helper, as after a restore). Connections through the old channel are
+    /// reset; guest listeners stay. The default does nothing.
+    async fn repair_agent_channel(&self, vm: &VmRuntime) -> Result<(), VmmError> {
+        let _ = vm;
+        Ok(())
+    }
+
     /// Re-attaches what the backend runs beside a live VMM after a manager restart (Firecracker: the
     /// log FIFO drains). Call it for every VM that [`VmmBackend::is_alive`] confirmed. Idempotent.
     async fn adopt(&self, vm: &VmRuntime) -> Result<(), VmmError> {

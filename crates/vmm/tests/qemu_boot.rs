@@ -44,6 +44,16 @@ async fn boots_answers_health_and_shuts_down() {
                     assert!(compact.contains("\"protocol\":1"), "{resp}");
                     t_health = Some(t0.elapsed());
                     println!("TIMING qemu start -> /health 200 {:?}", t_health.unwrap());
+                    // A repaired channel (new device, new helper) carries calls again.
+                    let t = Instant::now();
+                    b.repair_agent_channel(&vm).await.unwrap();
+                    wait_health(&vm.agent_socket(), Duration::from_secs(30))
+                        .await
+                        .expect("/health after a channel repair");
+                    println!(
+                        "TIMING agent channel repair -> /health 200 {:?}",
+                        t.elapsed()
+                    );
                 }
                 other => println!("NOTE /health did not answer 200: {other:?}"),
             }

@@ -14,7 +14,7 @@ pub enum ConnectError {
     Handshake(#[from] HandshakeError),
     #[error("handshake: connection closed")]
     Closed,
-    #[error("handshake: no reply within {0} ms")]
+    #[error("handshake: {SILENT} {0} ms")]
     Timeout(u64),
     #[error("handshake: {0}")]
     Io(#[from] std::io::Error),
@@ -25,6 +25,9 @@ pub enum ConnectError {
         last: Box<ConnectError>,
     },
 }
+
+/// Text of a handshake that got no answer ([`ConnectError::Timeout`]).
+pub const SILENT: &str = "no reply within";
 
 pub async fn connect_once(
     socket: &Path,

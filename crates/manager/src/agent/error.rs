@@ -14,3 +14,28 @@ pub enum AgentError {
     #[error("Agent response invalid: {0}")]
     Invalid(String),
 }
+
+impl AgentError {
+    /// A connection request that got no answer at all (the hybrid-vsock handshake timed out), as
+    /// opposed to a refusal or a reset: the channel itself may be stuck.
+    pub fn is_silent_channel(&self) -> bool {
+        matches!(self, AgentError::Unreachable(m) if m.contains(super::connect::SILENT))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_told_apart_from_refusals() {
+        let silent = AgentError::Unreachable(
+            super::super::connect::ConnectError::Timeout(15_000).to_string(),
+        );
+        assert!(silent.is_silent_channel(), "{silent}");
+        let closed =
+            AgentError::Unreachable(super::super::connect::ConnectError::Closed.to_string());
+        assert!(!closed.is_silent_channel());
+        assert!(!AgentError::Timeout(5).is_silent_channel());
+    }
+}

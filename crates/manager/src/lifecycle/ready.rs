@@ -8,6 +8,12 @@ use rds_protocol::PROTOCOL_VERSION;
 use rds_vmm::VmRuntime;
 use tokio_util::sync::CancellationToken;
 
+/// Silent connection requests (each waits `VSOCK_TIMEOUT_MS`) before the channel is repaired: a
+/// booting guest answers them (a reset) well before its agent listens, so silence means a stuck
+/// channel, seen about once in some hundred boots under TCG.
+const SILENT_BEFORE_REPAIR: u32 = 2;
+const MAX_REPAIRS: u32 = 2;
+
 impl VmService {
     pub(super) async fn wait_ready(
         &self,
@@ -20,7 +26,17 @@ impl VmService {
         let exited = self.inner.backend.wait_exit(rt);
         tokio::pin!(exited);
         let mut last_error = String::from("no answer yet");
+        // Connection requests that got no answer at all in a row, and repairs tried.
+        let (mut silent, mut repairs) = (0u32, 0u32);
         loop {
+            if silent >= SILENT_BEFORE_REPAIR && repairs < MAX_REPAIRS {
+                repairs += 1;
+                silent = 0;
+                tracing::warn!(vm_id = %rt.vm_id, repairs, "agent channel silent; repairing it");
+                if let Err(e) = self.inner.backend.repair_agent_channel(rt).await {
+                    tracing::warn!(vm_id = %rt.vm_id, error = %e, "agent channel repair failed");
+                }
+            }
             let attempt = async {
                 let health = client.health_once().await;
                 if health.is_err() {
@@ -55,7 +71,10 @@ impl VmService {
                             h.protocol
                         )));
                     }
-                    Err(e) => last_error = e.to_string(),
+                    Err(e) => {
+                        last_error = e.to_string();
+                        silent = if e.is_silent_channel() { silent + 1 } else { 0 };
+                    }
                 }
             }
         }

@@ -376,6 +376,16 @@ impl VmmBackend for QemuBackend {
         Ok(())
     }
 
+    /// A device plugged at boot can stay silent as a hot-plugged one can (vsock.rs): unplug it,
+    /// retire its helper, plug a new device into a new one and check that it answers.
+    async fn repair_agent_channel(&self, vm: &VmRuntime) -> Result<(), VmmError> {
+        let mut qmp = self.qmp(vm).await?;
+        let layout = Layout::of_runtime(vm);
+        vsock::detach(&mut qmp).await?;
+        helper::kill(&layout).await;
+        vsock::attach_working(&mut qmp, &self.cfg, &layout).await
+    }
+
     /// Device state through the migration (`vmstate.snap`), then the memory (`mem.snap`), both
     /// while the VM stays paused.
     async fn snapshot_create(&self, vm: &VmRuntime, dir: &Path) -> Result<(), VmmError> {
