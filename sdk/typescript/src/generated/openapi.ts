@@ -1113,6 +1113,7 @@ export interface components {
          *     optional (absent: no time limit) and at most a day.
          */
         ProcessStartBody: {
+            /** @description A bash command line, at most 262144 bytes. */
             cmd: string;
             /** @description Under /workspace; default /workspace. */
             cwd?: string | null;

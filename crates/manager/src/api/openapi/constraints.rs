@@ -155,7 +155,19 @@ fn path_ids(doc: &mut Value) {
 
 fn query_params(doc: &mut Value) {
     let before = json!({"type": "string", "pattern": uuid_v4()});
-    let rules: [(&str, &str, Value); 9] = [
+    let rules: [(&str, &str, Value); 11] = [
+        (
+            "/v1/vms/{id}/processes/{pid}/output",
+            "offset",
+            json!({"type": "integer", "minimum": 0,
+                "description": "Byte offset to read from (default 0); past the output so far: 400"}),
+        ),
+        (
+            "/v1/vms/{id}/processes/{pid}/wait",
+            "timeoutMs",
+            json!({"type": "integer", "minimum": 1, "maximum": 600_000,
+                "description": "How long to wait, 1..600000 ms; default 30000"}),
+        ),
         (
             "/v1/vms/{id}/logs",
             "type",
@@ -299,21 +311,24 @@ fn vm_bodies(doc: &mut Value, l: &Limits) {
 
 /// `validate::exec` and `validate::run`.
 fn run_bodies(doc: &mut Value, l: &Limits) {
+    // `validate::process` checks a background process's command as exec's.
+    for e in ["ExecBody", "ProcessStartBody"] {
+        set(
+            doc,
+            &prop(e, "cmd"),
+            json!({"minLength": 1, "maxLength": 262_144, "pattern": NO_NUL,
+            "description": "A bash command line, at most 262144 bytes."}),
+        );
+        set(doc, &prop(e, "cwd"), json!({"pattern": NO_NUL}));
+        set(
+            doc,
+            &prop(e, "env"),
+            json!({"maxProperties": 256,
+            "propertyNames": {"type": "string", "pattern": ENV_KEY},
+            "additionalProperties": {"type": "string", "pattern": NO_NUL}}),
+        );
+    }
     let e = "ExecBody";
-    set(
-        doc,
-        &prop(e, "cmd"),
-        json!({"minLength": 1, "maxLength": 262_144, "pattern": NO_NUL,
-        "description": "A bash command line, at most 262144 bytes."}),
-    );
-    set(doc, &prop(e, "cwd"), json!({"pattern": NO_NUL}));
-    set(
-        doc,
-        &prop(e, "env"),
-        json!({"maxProperties": 256,
-        "propertyNames": {"type": "string", "pattern": ENV_KEY},
-        "additionalProperties": {"type": "string", "pattern": NO_NUL}}),
-    );
     set(
         doc,
         &prop(e, "timeoutMs"),
