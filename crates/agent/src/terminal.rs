@@ -80,10 +80,23 @@ pub fn set_size(master: &impl AsRawFd, size: Size) -> io::Result<()> {
     cvt(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) }).map(|_| ())
 }
 
-/// SIGKILL to every process of session `sid` (found through `/proc/<pid>/stat`).
+/// SIGKILL to every process of session `sid` (found through `/proc/<pid>/stat`), scanning again
+/// while a scan still found some: a process forking while it is being killed can add a member the
+/// scan had passed.
 fn kill_session(sid: libc::pid_t) {
+    for _ in 0..10 {
+        if kill_session_once(sid) == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// One scan; how many members it signalled.
+fn kill_session_once(sid: libc::pid_t) -> usize {
+    let mut found = 0;
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return 0;
     };
     for e in dir.flatten() {
         let Some(pid) = e
@@ -98,15 +111,21 @@ fn kill_session(sid: libc::pid_t) {
         };
         // Fields after the command (which may hold spaces) start after its closing parenthesis:
         // state, ppid, pgrp, session.
-        let session = stat
+        let fields: Vec<&str> = stat
             .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(3))
-            .and_then(|s| s.parse::<libc::pid_t>().ok());
-        if session == Some(sid) {
+            .map(|(_, rest)| rest.split_whitespace().take(4).collect())
+            .unwrap_or_default();
+        // A zombie is dead already; only its parent's wait removes it.
+        let live = fields.first().is_some_and(|state| *state != "Z");
+        let session = fields.get(3).and_then(|s| s.parse::<libc::pid_t>().ok());
+        if live && session == Some(sid) {
             // SAFETY: kill(2) of a process of the terminal's session.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                found += 1;
+            }
         }
     }
+    found
 }
 
 /// Reads what the terminal has; `Ok(0)` once the shell's side is closed everywhere (EIO).
@@ -343,7 +362,8 @@ impl Session {
         if let Some(sid) = self.pgid {
             // An interactive shell puts each job in a process group of its own: the session
             // (which the shell leads) is what holds them all.
-            kill_session(sid);
+            // /proc scans and short waits: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || kill_session(sid)).await;
         }
         if let Some(cg) = self.cgroup.take() {
             cg.kill_all();

@@ -178,20 +178,20 @@ fn terminals_run_a_login_shell_that_follows_resizes() {
     );
 
     // The other terminal is still there; hanging up on it kills its shell and what it started.
-    send(
-        &mut b,
-        Frame::new(Kind::Input, b"sleep 4242 & echo started\r".to_vec()),
-    );
-    output_until(&mut b, &mut rb, "started");
+    // The job is named for this run (another run's leftovers cannot count), and the test waits
+    // for output the shell computes, not for the terminal's echo of the typed line.
+    let job = format!("rds-pty-job-{}", std::process::id());
+    let line = format!("(exec -a {job} sleep 4242) & echo \"job-$((40+2))\"\r");
+    send(&mut b, Frame::new(Kind::Input, line.into_bytes()));
+    output_until(&mut b, &mut rb, "job-42");
+    wait_until(Duration::from_secs(10), "the job to start", || {
+        (!common::processes_with(&job).is_empty()).then_some(())
+    });
     drop(b);
     wait_until(
         Duration::from_secs(10),
         "the hung-up terminal's processes to go",
-        || {
-            common::processes_with("sleep 4242")
-                .is_empty()
-                .then_some(())
-        },
+        || common::processes_with(&job).is_empty().then_some(()),
     );
 
     // Refusals arrive as an exit frame with the reason.
@@ -271,7 +271,22 @@ fn background_processes_take_stdin_signals_and_keep_output() {
         ("got:hello\n".into(), "oops\n".into())
     );
     assert_eq!(out["nextOffset"], 15);
-    let (_, tail) = call(&agent, "GET", "/processes/p1/output?offset=4", json!({}));
+    // Which pipe the agent read first is not fixed: read from 4 bytes into stdout's chunk.
+    let at = out["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["stream"] == "stdout")
+        .unwrap()["offset"]
+        .as_u64()
+        .unwrap()
+        + 4;
+    let (_, tail) = call(
+        &agent,
+        "GET",
+        &format!("/processes/p1/output?offset={at}"),
+        json!({}),
+    );
     assert_eq!(text(&tail, "stdout"), "hello\n");
 
     // Following a finished process: its output, then the exit line.
