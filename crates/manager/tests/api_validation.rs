@@ -84,6 +84,11 @@ async fn readiness_needs_a_usable_backend_and_image() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
     assert_eq!(r.json["status"], "not_ready");
     assert_eq!(r.json["message"], "Not ready");
+    // Without a credential the check says only that it failed; with a key it says why.
+    assert_eq!(r.json["checks"]["backend"], "failed", "{}", r.json);
+    assert!(r.json["backendReason"].is_null(), "{}", r.json);
+    let r = tm.call(Method::GET, "/readyz", None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
     let backend = r.json["checks"]["backend"].as_str().unwrap();
     assert!(
         backend.starts_with("failed: no default guest image"),
@@ -109,6 +114,13 @@ async fn readiness_needs_a_usable_backend_and_image() {
     std::fs::remove_file(&stored[0]).unwrap();
     let r = tm.send(no_key("/readyz")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+    assert_eq!(r.json["checks"]["backend"], "failed", "{}", r.json);
+    assert!(
+        !r.json.to_string().contains("vmlinux"),
+        "no path: {}",
+        r.json
+    );
+    let r = tm.call(Method::GET, "/readyz", None).await;
     let backend = r.json["checks"]["backend"].as_str().unwrap();
     assert!(
         backend.contains("vmlinux") && backend.contains("No such file"),

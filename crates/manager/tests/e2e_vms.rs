@@ -228,6 +228,14 @@ async fn failed_boot_leaves_error_state_with_console_tail() {
     assert!(r.status.is_server_error(), "{} {}", r.status, r.json);
     let msg = r.json["message"].as_str().unwrap();
     assert!(msg.contains("failed to start"), "{msg}");
+    if r.status == StatusCode::INTERNAL_SERVER_ERROR {
+        // Masked: the host-side reason (paths, QEMU's output) is in lastError and the log only.
+        assert!(
+            msg.ends_with("failed to start: see its lastError") && !msg.contains('/'),
+            "{msg}"
+        );
+        assert!(r.json["requestId"].is_string(), "{}", r.json);
+    }
     let vms = tm.call(Method::GET, "/v1/vms", None).await.json;
     let vm = &vms[0];
     assert_eq!(vm["state"], "ERROR");

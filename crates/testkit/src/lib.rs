@@ -1,9 +1,11 @@
 //! Helpers shared by the project's tests: finding the guest image and helper binaries, a fresh Postgres
-//! database per test, network namespaces and a fake "internet" in one, skipping with a printed reason
+//! database per test (or a Postgres server of a test's own), network namespaces and a fake "internet" in one, skipping with a printed reason
 //! (or failing under `RDS_REQUIRE_E2E=1`), and deadline-bounded polling.
 
+mod pg_cluster;
 mod postgres;
 
+pub use pg_cluster::PgCluster;
 pub use postgres::{TestPostgres, TEST_DATABASE_URL};
 pub mod internet;
 pub mod netns;

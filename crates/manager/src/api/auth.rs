@@ -7,12 +7,12 @@ use super::{error::ApiError, AppState};
 use crate::auth::{csrf, KeyError, Principal, Session};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 fn unauthorized() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized")
+    ApiError::unauthorized("Unauthorized")
 }
 
 /// The principal of a request: its API keys in order (`X-API-Key`, then, for scrapers, a bearer
@@ -63,6 +63,12 @@ async fn authenticated(st: &AppState, mut req: Request, next: Next, bearer: bool
     }
 }
 
+/// Whether a request on an open route carries a valid credential (API key, bearer key or session):
+/// such routes show reasons only to those (`/readyz`). Any failure to check counts as none.
+pub async fn is_known(st: &AppState, headers: &HeaderMap) -> bool {
+    matches!(principal(st, headers, true).await, Ok(Some(_)))
+}
+
 /// Every `/v1` route: an API key or a session.
 pub async fn require_principal(State(st): State<AppState>, req: Request, next: Next) -> Response {
     authenticated(&st, req, next, false).await
@@ -86,7 +92,7 @@ pub async fn check_csrf(req: Request, next: Next) -> Response {
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok());
         if !csrf::passes(req.headers(), host, &s.csrf_token) {
-            return ApiError::new(StatusCode::FORBIDDEN, "CSRF check failed").into_response();
+            return ApiError::forbidden("CSRF check failed").into_response();
         }
     }
     next.run(req).await
@@ -107,10 +113,7 @@ impl FromRequestParts<AppState> for AdminSession {
         // Authenticated by a key; a valid cookie sent beside it still makes an admin.
         match st.auth.session(&parts.headers).await? {
             Some(s) => Ok(AdminSession(s)),
-            None => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "Admin session required",
-            )),
+            None => Err(ApiError::forbidden("Admin session required")),
         }
     }
 }

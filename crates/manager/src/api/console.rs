@@ -107,7 +107,7 @@ fn serve(a: &Asset, headers: &HeaderMap, cache: &'static str) -> Response {
 fn index(headers: &HeaderMap) -> Response {
     match find("index.html") {
         Some(a) => serve(a, headers, "no-cache"),
-        None => ApiError::new(StatusCode::NOT_FOUND, NOT_BUILT).into_response(),
+        None => ApiError::not_found(NOT_BUILT).into_response(),
     }
 }
 
@@ -129,7 +129,7 @@ async fn console(State(state): State<AppState>, headers: HeaderMap) -> Response 
 fn file(path: &str, headers: &HeaderMap, cache: &'static str) -> Response {
     match find(path) {
         Some(a) => serve(a, headers, cache),
-        None => ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response(),
+        None => ApiError::not_found("Not Found").into_response(),
     }
 }
 
@@ -150,7 +150,7 @@ pub async fn fallback(req: Request) -> Response {
     if get && is_html_navigation(req.headers()) {
         return index(req.headers());
     }
-    ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
+    ApiError::not_found("Not Found").into_response()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use super::console::{accepts_gzip, secure, Asset};
 use super::{ApiError, AppState};
 use axum::extract::Path;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
@@ -28,7 +28,7 @@ async fn page(Path(path): Path<String>, headers: HeaderMap) -> Response {
 fn serve(path: &str, headers: &HeaderMap) -> Response {
     // A lookup in the embedded table, never a file path: `..` and anything unlisted just miss.
     let Some(a) = PAGES.iter().find(|a| a.path == path) else {
-        return ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response();
+        return ApiError::not_found("Not Found").into_response();
     };
     let ct = (header::CONTENT_TYPE, a.content_type);
     let mut resp = match a.gzip.filter(|_| accepts_gzip(headers)) {

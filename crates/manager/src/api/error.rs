@@ -10,20 +10,25 @@ use axum::Json;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    /// Internal detail: replaced by `Internal Server Error` unless `EXPOSE_INTERNAL_ERRORS`.
-    internal: bool,
+    /// Set on a 500: what the caller sees, `message` being internal detail (host paths, tool
+    /// output) that goes to the log and only with `EXPOSE_INTERNAL_ERRORS` to the caller.
+    public: Option<String>,
 }
 
-/// Marks a 500 so the envelope middleware can add `requestId` and hide the text unless configured.
+/// Marks a 500 so the envelope middleware can add `requestId` and show `public` instead of
+/// `detail` unless configured otherwise.
 #[derive(Debug, Clone)]
-pub struct InternalDetail(pub String);
+pub struct InternalDetail {
+    pub public: String,
+    pub detail: String,
+}
 
 impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
-            internal: false,
+            public: None,
         }
     }
 
@@ -31,9 +36,47 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    }
+
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, message)
+    }
+
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, message)
+    }
+
+    pub fn upgrade_required(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UPGRADE_REQUIRED, message)
+    }
+
     pub fn internal(detail: impl Into<String>) -> Self {
+        Self::masked("Internal Server Error", detail)
+    }
+
+    /// A 500 whose caller sees `public` (a stable prefix such as `Snapshot failed`) and a request
+    /// id; `detail` is logged.
+    fn masked(public: impl Into<String>, detail: impl Into<String>) -> Self {
         ApiError {
-            internal: true,
+            public: Some(public.into()),
             ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
         }
     }
@@ -46,8 +89,11 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "message": self.message })),
         )
             .into_response();
-        if self.internal {
-            resp.extensions_mut().insert(InternalDetail(self.message));
+        if let Some(public) = self.public {
+            resp.extensions_mut().insert(InternalDetail {
+                public,
+                detail: self.message,
+            });
         }
         resp
     }
@@ -62,6 +108,9 @@ impl From<crate::auth::Busy> for ApiError {
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
         tracing::error!(error = %e, "database error");
+        if e.is_unavailable() {
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable");
+        }
         ApiError::internal(e.to_string())
     }
 }
@@ -150,10 +199,78 @@ impl From<LifecycleError> for ApiError {
                 }
             }
         };
-        if matches!(e, L::Db(_) | L::Internal(_)) {
-            tracing::error!(error = %e, "internal error");
-            return ApiError::internal(e.to_string());
+        match e {
+            L::Db(d) => d.into(),
+            L::Internal(_) => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::internal(e.to_string())
+            }
+            // The reason names host paths and tool output: it is the VM's `lastError` and the
+            // log's, while the answer keeps the documented prefix and gets a request id.
+            L::BootFailed { ref id, .. } if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %e, "boot failed");
+                ApiError::masked(
+                    format!("VM {id} failed to start: see its lastError"),
+                    e.to_string(),
+                )
+            }
+            L::SnapshotFailed(_) => {
+                tracing::error!(error = %e, "snapshot failed");
+                ApiError::masked("Snapshot failed: internal error", e.to_string())
+            }
+            L::PauseFailed(_) => {
+                tracing::error!(error = %e, "pause failed");
+                ApiError::masked("Pause failed: internal error", e.to_string())
+            }
+            _ => ApiError::new(status, e.to_string()),
         }
+    }
+}
+
+/// The HTTP status of each image failure.
+impl From<crate::images::ImageError> for ApiError {
+    fn from(e: crate::images::ImageError) -> Self {
+        use crate::images::ImageError as E;
+        if let E::Db(d) = e {
+            return d.into();
+        }
+        let status = match &e {
+            E::NotFound => StatusCode::NOT_FOUND,
+            E::Invalid(_) | E::Incomplete | E::ZipMissing | E::ZipInvalid | E::Body(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            E::BuiltInReadOnly
+            | E::InUse
+            | E::InUseByVm
+            | E::InUseBySnapshot(_)
+            | E::BuiltInCurrent => StatusCode::CONFLICT,
+            E::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            E::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+            E::Db(_) | E::Io { .. } | E::Internal(_) => {
+                tracing::error!(error = %crate::error_chain(&e), "image operation failed");
+                return ApiError::internal(crate::error_chain(&e));
+            }
+        };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<crate::webhooks::WebhookError> for ApiError {
+    fn from(e: crate::webhooks::WebhookError) -> ApiError {
+        match e {
+            crate::webhooks::WebhookError::NotFound => ApiError::not_found("Not found"),
+            crate::webhooks::WebhookError::Invalid(m) => ApiError::bad_request(m),
+            crate::webhooks::WebhookError::Db(e) => ApiError::from(e),
+        }
+    }
+}
+
+impl From<crate::auth::LoginError> for ApiError {
+    fn from(e: crate::auth::LoginError) -> Self {
+        match e {
+            crate::auth::LoginError::Invalid => ApiError::unauthorized(e.to_string()),
+            crate::auth::LoginError::Busy(b) => b.into(),
+            crate::auth::LoginError::Db(d) => d.into(),
+        }
     }
 }

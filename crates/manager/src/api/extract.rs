@@ -3,8 +3,8 @@
 
 use super::error::ApiError;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use serde_json::{Map, Value};
 
 /// A JSON object body of at most `LIMIT` bytes, kept as a map so validation can name each field and
@@ -19,15 +19,12 @@ impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonObject<LIMIT> {
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             if !is_json(ct.to_str().unwrap_or("")) {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "Unsupported Media Type",
-                ));
+                return Err(ApiError::unsupported_media_type());
             }
         }
         let bytes = axum::body::to_bytes(req.into_body(), LIMIT)
             .await
-            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Body too large"))?;
+            .map_err(|_| ApiError::too_large("Body too large"))?;
         parse_object(&bytes).map(JsonObject)
     }
 }

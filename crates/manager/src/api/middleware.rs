@@ -63,11 +63,13 @@ pub async fn request_envelope(State(state): State<AppState>, req: Request, next:
     };
     let started = std::time::Instant::now();
     let mut resp = next.run(req).instrument(span.clone()).await;
-    if let Some(InternalDetail(detail)) = resp.extensions_mut().remove::<InternalDetail>() {
+    if let Some(InternalDetail { public, detail }) =
+        resp.extensions_mut().remove::<InternalDetail>()
+    {
         let message = if state.expose_internal_errors {
             detail
         } else {
-            "Internal Server Error".to_string()
+            public
         };
         resp = (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -8,7 +8,7 @@ use super::AppState;
 use crate::auth::Principal;
 use crate::config::RateLimits;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
@@ -154,10 +154,9 @@ pub async fn enforce(State(st): State<AppState>, req: Request, next: Next) -> Re
                 "rds_rate_limited_total",
                 &[("route", &super::metrics::route_label(&route))],
             );
-            let mut resp = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("Rate limit exceeded, retry in {reset} seconds"),
-            )
+            let mut resp = ApiError::too_many_requests(format!(
+                "Rate limit exceeded, retry in {reset} seconds"
+            ))
             .into_response();
             set(&mut resp, limit, 0, reset);
             resp.headers_mut()

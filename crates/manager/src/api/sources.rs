@@ -5,7 +5,6 @@
 use super::error::ApiError;
 use super::AppState;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +27,7 @@ pub async fn refuse_guests(State(st): State<AppState>, req: Request, next: Next)
             IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| is_guest(&st, v4)),
         });
     if from_guest && req.uri().path() != PEER_INVOKE_PATH {
-        return ApiError::new(StatusCode::FORBIDDEN, NOT_FROM_VM).into_response();
+        return ApiError::forbidden(NOT_FROM_VM).into_response();
     }
     next.run(req).await
 }

@@ -1,7 +1,7 @@
 //! Swagger UI at `/swagger`, from assets embedded at build time (no external fetches).
 
 use axum::extract::Path;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = r#"<!doctype html>
@@ -42,11 +42,8 @@ fn asset(_: &str) -> Option<(&'static [u8], &'static str)> {
 
 pub async fn index() -> Response {
     if asset("swagger-ui-bundle.js").is_none() {
-        return super::ApiError::new(
-            StatusCode::NOT_FOUND,
-            "Swagger UI assets were not available at build time",
-        )
-        .into_response();
+        return super::ApiError::not_found("Swagger UI assets were not available at build time")
+            .into_response();
     }
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response()
 }
@@ -64,6 +61,6 @@ pub async fn file(Path(name): Path<String>) -> Response {
             bytes,
         )
             .into_response(),
-        None => super::ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response(),
+        None => super::ApiError::not_found("Not Found").into_response(),
     }
 }

@@ -47,6 +47,26 @@ pub enum DbError {
     Redacted(String),
 }
 
+impl DbError {
+    /// Whether the database could not be reached at all (server down, restarting, refusing
+    /// connections, pool starved) rather than refusing a statement: the API answers these with 503
+    /// `Database unavailable`, a condition the caller may retry, instead of a 500.
+    pub fn is_unavailable(&self) -> bool {
+        use sqlx::Error as E;
+        match self {
+            DbError::Sql(
+                E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed,
+            ) => true,
+            // SQLSTATE class 08 (connection exception) and 57P01–57P03 (admin or crash shutdown,
+            // cannot connect now: a server stopping or starting).
+            DbError::Sql(E::Database(d)) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+            _ => false,
+        }
+    }
+}
+
 /// Which database a [`Db`] talks to; only the few statements that cannot be portable look at it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

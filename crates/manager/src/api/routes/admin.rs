@@ -184,7 +184,7 @@ pub async fn revoke_key(
 ) -> Result<Json<ApiKeyView>, ApiError> {
     match st.auth.revoke_key(&id).await? {
         Some(k) => Ok(Json(ApiKeyView::from(&k))),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "Not found")),
+        None => Err(ApiError::not_found("Not found")),
     }
 }
 

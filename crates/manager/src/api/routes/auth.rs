@@ -7,9 +7,9 @@ use crate::api::error::ApiError;
 use crate::api::extract::{JsonObject, KIB};
 use crate::api::schema::ErrorBody;
 use crate::api::AppState;
-use crate::auth::{LoginError, Session};
+use crate::auth::Session;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -48,16 +48,6 @@ impl From<&Session> for SessionView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OkView {
     pub ok: bool,
-}
-
-impl From<LoginError> for ApiError {
-    fn from(e: LoginError) -> Self {
-        match e {
-            LoginError::Invalid => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
-            LoginError::Busy(b) => b.into(),
-            LoginError::Db(d) => d.into(),
-        }
-    }
 }
 
 fn with_cookie(cookie: String, body: impl IntoResponse) -> Response {
@@ -104,6 +94,6 @@ pub async fn me(
 ) -> Result<Json<SessionView>, ApiError> {
     match st.auth.session(&headers).await? {
         Some(s) => Ok(Json(SessionView::from(&s))),
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized")),
+        None => Err(ApiError::unauthorized("Unauthorized")),
     }
 }

@@ -53,10 +53,7 @@ pub async fn upload(
         .trim()
         .to_ascii_lowercase();
     if !UPLOAD_TYPES.contains(&mime.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Media Type",
-        ));
+        return Err(ApiError::unsupported_media_type());
     }
     let dest = q
         .get("dest")
@@ -85,10 +82,7 @@ pub async fn upload(
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload body: {e}")))?;
         len += chunk.len() as u64;
         if len > UPLOAD_LIMIT {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Body too large",
-            ));
+            return Err(ApiError::too_large("Body too large"));
         }
         file.write_all(&chunk)
             .await
@@ -129,10 +123,7 @@ pub async fn download(
     let limit = st.vms.max_download_bytes();
     let stream = st.vms.download(&id, path).await.map_err(|e| match e {
         LifecycleError::Agent(crate::agent::AgentError::Status { status: 413, .. }) => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Download too large (limit {limit} bytes)"),
-            )
+            ApiError::too_large(format!("Download too large (limit {limit} bytes)"))
         }
         other => agent_message(other),
     })?;

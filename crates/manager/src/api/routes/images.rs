@@ -93,31 +93,6 @@ pub struct CreateImageBody {
     pub description: String,
 }
 
-/// The HTTP status of each image failure, chosen here only.
-impl From<ImageError> for ApiError {
-    fn from(e: ImageError) -> Self {
-        use ImageError as E;
-        let status = match &e {
-            E::NotFound => StatusCode::NOT_FOUND,
-            E::Invalid(_) | E::Incomplete | E::ZipMissing | E::ZipInvalid | E::Body(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            E::BuiltInReadOnly
-            | E::InUse
-            | E::InUseByVm
-            | E::InUseBySnapshot(_)
-            | E::BuiltInCurrent => StatusCode::CONFLICT,
-            E::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            E::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
-            E::Io { .. } | E::Db(_) | E::Internal(_) => {
-                tracing::error!(error = %crate::error_chain(&e), "image operation failed");
-                return ApiError::internal(crate::error_chain(&e));
-            }
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
-
 /// An image id from the path: `img-<uuid>`, lowercased (`docs/reference/api.md` §1.8).
 pub struct ImageId(pub String);
 
@@ -151,10 +126,7 @@ fn mime(headers: &HeaderMap) -> String {
 /// counted while they stream).
 fn check_body(headers: &HeaderMap, types: &[&str], limit: u64) -> Result<(), ApiError> {
     if !types.contains(&mime(headers).as_str()) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Media Type",
-        ));
+        return Err(ApiError::unsupported_media_type());
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)

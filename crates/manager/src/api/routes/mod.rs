@@ -18,7 +18,6 @@ pub mod webhooks;
 
 use super::error::ApiError;
 use crate::lifecycle::LifecycleError;
-use axum::http::StatusCode;
 use std::future::Future;
 use tracing::Instrument;
 
@@ -37,5 +36,5 @@ where
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+    ApiError::not_found("Not Found")
 }

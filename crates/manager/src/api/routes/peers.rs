@@ -77,13 +77,10 @@ pub async fn invoke(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Missing bearer token"))?;
+        .ok_or_else(|| ApiError::unauthorized("Missing bearer token"))?;
     let consumer = st.vms.peer_consumer(token, from.ip()).await?;
     if body.len() > 1024 * KIB {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Body too large",
-        ));
+        return Err(ApiError::too_large("Body too large"));
     }
     let req = InvokeRequest::parse(&body)?;
     let started = std::time::Instant::now();

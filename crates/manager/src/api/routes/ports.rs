@@ -64,10 +64,9 @@ fn kept(name: &HeaderName) -> bool {
 }
 
 fn bad_gateway(port: u16, e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        format!("The server on port {port} in the guest did not answer: {e}"),
-    )
+    ApiError::bad_gateway(format!(
+        "The server on port {port} in the guest did not answer: {e}"
+    ))
 }
 
 async fn forward(

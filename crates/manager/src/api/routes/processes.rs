@@ -126,10 +126,7 @@ pub async fn stdin(
         Some(_) => return Err(ApiError::bad_request("eof must be a boolean")),
     };
     if data.len() > rds_protocol::process::MAX_STDIN_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Body too large",
-        ));
+        return Err(ApiError::too_large("Body too large"));
     }
     st.vms
         .process_stdin(&id, &pid, StdinRequest { data, eof })

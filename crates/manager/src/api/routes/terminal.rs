@@ -9,7 +9,7 @@ use crate::api::AppState;
 use crate::auth::Principal;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Extension;
 use futures::{SinkExt, StreamExt};
@@ -64,17 +64,9 @@ pub async fn open(
 ) -> Result<Response, ApiError> {
     let id = parse_vm_id(&id).ok_or_else(|| ApiError::bad_request("Invalid VM id"))?;
     let size = size_of(&q)?;
-    let ws = ws.map_err(|_| {
-        ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "A WebSocket upgrade is required",
-        )
-    })?;
+    let ws = ws.map_err(|_| ApiError::upgrade_required("A WebSocket upgrade is required"))?;
     if matches!(principal.as_deref(), Some(Principal::Session(_))) && !same_origin(&headers) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Terminals open from this origin only",
-        ));
+        return Err(ApiError::forbidden("Terminals open from this origin only"));
     }
     let stream = st.vms.open_terminal(&id, size).await?;
     st.metrics.inc("rds_terminals_opened_total", &[]);

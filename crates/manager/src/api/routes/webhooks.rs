@@ -9,7 +9,7 @@ use crate::api::routes::logs::clamped;
 use crate::api::schema::ErrorBody;
 use crate::api::AppState;
 use crate::db::{DeliveryRecord, WebhookRecord};
-use crate::webhooks::{known_event_type, NewWebhook, WebhookError, WebhookPatch};
+use crate::webhooks::{known_event_type, NewWebhook, WebhookPatch};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -17,16 +17,6 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use utoipa::ToSchema;
-
-impl From<WebhookError> for ApiError {
-    fn from(e: WebhookError) -> ApiError {
-        match e {
-            WebhookError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "Not found"),
-            WebhookError::Invalid(m) => ApiError::bad_request(m),
-            WebhookError::Db(e) => ApiError::from(e),
-        }
-    }
-}
 
 /// A webhook as listed; its secret is shown only in the create answer.
 #[derive(Debug, Serialize, ToSchema)]
