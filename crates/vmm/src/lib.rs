@@ -5,6 +5,7 @@
 //! take over any VM. The backend is chosen once at startup by [`select`]; nothing else asks which one it
 //! got. This crate cannot see the manager's HTTP, DB or config types: its `Cargo.toml` is the import rule.
 
+pub mod elf;
 mod error;
 pub mod firecracker;
 mod fsutil;

@@ -199,11 +199,13 @@ fn select_firecracker(
 }
 
 fn firecracker_missing(choice: &BackendChoice) -> Option<String> {
-    check_executables(&[
-        ("FIRECRACKER_BIN", &choice.firecracker_bin),
-        ("JAILER_BIN", &choice.jailer_bin),
-    ])
-    .err()
+    let programs = [
+        ("FIRECRACKER_BIN", choice.firecracker_bin.as_path()),
+        ("JAILER_BIN", choice.jailer_bin.as_path()),
+    ];
+    check_executables(&programs)
+        .and_then(|()| crate::elf::check_static(&programs))
+        .err()
 }
 
 /// `Err("<VARIABLE> <path> is not an executable file")` for the first of `programs` that is not one.
@@ -314,7 +316,6 @@ mod tests {
             verdict_of(&c, Some(&usable)),
             "FIRECRACKER_BIN /nonexistent/firecracker is not an executable file"
         );
-        // Any executable file passes the binary check; `sh` stands in for both.
         let sh = which("sh").unwrap();
         let c = BackendChoice {
             firecracker_bin: sh.clone(),
@@ -322,9 +323,24 @@ mod tests {
             ..BackendChoice::default()
         };
         assert!(verdict_of(&c, Some(&usable)).starts_with("JAILER_BIN /nonexistent/jailer"));
+        // An executable but dynamically linked build (Debian's sh) is refused, saying why.
         let c = BackendChoice {
             firecracker_bin: sh.clone(),
             jailer_bin: sh,
+            ..BackendChoice::default()
+        };
+        let why = verdict_of(&c, Some(&usable));
+        assert!(why.contains("is dynamically linked"), "{why}");
+        // Any static executable passes the binary checks; busybox-static (installed by
+        // scripts/install-deps.sh for the image build) stands in for both.
+        let busybox = std::path::PathBuf::from("/bin/busybox");
+        if !busybox.exists() {
+            println!("SKIP the static half: no /bin/busybox (busybox-static)");
+            return;
+        }
+        let c = BackendChoice {
+            firecracker_bin: busybox.clone(),
+            jailer_bin: busybox,
             ..BackendChoice::default()
         };
         assert_eq!(

@@ -63,17 +63,30 @@ fn auto_chooses_qemu_and_says_why() {
     }
 }
 
-/// With executables in place (stand-ins), the KVM probe is what keeps Firecracker out here; on a host
-/// whose probe passes, the stand-in's missing version does, and QEMU still serves.
+/// A statically linked executable standing in for Firecracker and the jailer: busybox-static,
+/// which scripts/install-deps.sh installs for the image build.
+fn static_stand_in(test: &str) -> Option<std::path::PathBuf> {
+    let busybox = std::path::PathBuf::from("/bin/busybox");
+    if busybox.exists() {
+        return Some(busybox);
+    }
+    println!("SKIP {test}: no /bin/busybox (busybox-static: scripts/install-deps.sh)");
+    None
+}
+
+/// With static executables in place (stand-ins), the KVM probe is what keeps Firecracker out here;
+/// on a host whose probe passes, the stand-in's missing version does, and QEMU still serves.
 #[test]
 fn auto_with_binaries_but_no_usable_kvm_names_the_probe() {
     let test = "auto_with_binaries_but_no_usable_kvm_names_the_probe";
     let Some(mut choice) = qemu_choice(test) else {
         return;
     };
-    let sh = which("sh").unwrap();
-    choice.firecracker_bin = sh.clone();
-    choice.jailer_bin = sh;
+    let Some(stand_in) = static_stand_in(test) else {
+        return;
+    };
+    choice.firecracker_bin = stand_in.clone();
+    choice.jailer_bin = stand_in;
     let sel = select(&choice).unwrap_or_else(|e| panic!("select: {e:?}"));
     assert_eq!(sel.backend.capabilities().kind, BackendKind::Qemu);
     println!("reason: {}", sel.reason);
@@ -94,13 +107,41 @@ fn auto_with_binaries_but_no_usable_kvm_names_the_probe() {
     }
 }
 
+/// A dynamically linked Firecracker cannot start inside the jailer's chroot: startup refuses it,
+/// naming the variable, the loader and the fix, before any KVM question.
 #[test]
-fn firecracker_requested_without_kvm_fails_naming_vmm_backend() {
+fn firecracker_requested_with_a_dynamic_build_fails_saying_so() {
     let sh = which("sh").unwrap();
     let choice = BackendChoice {
         requested: Requested::Firecracker,
         firecracker_bin: sh.clone(),
-        jailer_bin: sh,
+        jailer_bin: sh.clone(),
+        ..BackendChoice::default()
+    };
+    let errs = select(&choice).err().expect("must fail");
+    assert_eq!(errs[0].variable, "VMM_BACKEND");
+    let expected = format!(
+        "firecracker cannot be used: FIRECRACKER_BIN {} is dynamically linked (interpreter ",
+        sh.display()
+    );
+    assert!(errs[0].reason.starts_with(&expected), "{}", errs[0].reason);
+    assert!(
+        errs[0].reason.contains("statically linked build"),
+        "{}",
+        errs[0].reason
+    );
+}
+
+#[test]
+fn firecracker_requested_without_kvm_fails_naming_vmm_backend() {
+    let test = "firecracker_requested_without_kvm_fails_naming_vmm_backend";
+    let Some(stand_in) = static_stand_in(test) else {
+        return;
+    };
+    let choice = BackendChoice {
+        requested: Requested::Firecracker,
+        firecracker_bin: stand_in.clone(),
+        jailer_bin: stand_in,
         ..BackendChoice::default()
     };
     let probe = rds_vmm::probe::probe_kvm();

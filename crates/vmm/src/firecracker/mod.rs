@@ -553,10 +553,12 @@ impl VmmBackend for FirecrackerBackend {
     }
 
     fn check(&self) -> Result<(), String> {
-        crate::select::check_executables(&[
-            ("FIRECRACKER_BIN", &self.cfg.firecracker_bin),
-            ("JAILER_BIN", &self.cfg.jailer_bin),
-        ])
+        let programs = [
+            ("FIRECRACKER_BIN", self.cfg.firecracker_bin.as_path()),
+            ("JAILER_BIN", self.cfg.jailer_bin.as_path()),
+        ];
+        crate::select::check_executables(&programs)?;
+        crate::elf::check_static(&programs)
     }
 
     /// Clears leftovers (an old Firecracker of this id, its jail, cgroup and drains), builds the jail,
