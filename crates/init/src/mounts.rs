@@ -195,6 +195,10 @@ pub fn overlay_root() -> Result<(), MountError> {
         None::<&str>,
     )
     .what(format!("move {old_disk} to {DISK_MOUNT}"))?;
+    // The mount shows the disk's own root directory (ext4 makes it 0755), not the 0700 mount
+    // point: without this the sandbox user could list the overlay's upper and work directories.
+    fs::set_permissions(DISK_MOUNT, fs::Permissions::from_mode(0o700))
+        .what(format!("chmod {DISK_MOUNT}"))?;
     umount2(OLD_ROOT, MntFlags::MNT_DETACH).what(format!("detach old root {OLD_ROOT}"))?;
     Ok(())
 }

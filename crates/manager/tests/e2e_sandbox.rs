@@ -38,6 +38,7 @@ async fn sandbox_story() {
     let year: u32 = sh(&tm, &id, "date -u +%Y").await.trim().parse().unwrap();
     assert!(year >= 2026, "guest clock not synced: {year}");
 
+    confinement(&tm, &id).await;
     runtimes(&tm, &id).await;
     files(&tm, &id).await;
     logs(&tm, &id).await;
@@ -47,6 +48,36 @@ async fn sandbox_story() {
             .status,
         StatusCode::NO_CONTENT
     );
+}
+
+/// What the sandbox user cannot reach inside its own guest: the writable disk's mount (its overlay
+/// directories), the agent over vsock (no loopback transport in the guest), or PID 1.
+async fn confinement(tm: &TestManager, id: &str) {
+    assert_eq!(sh(tm, id, "id -u").await, "1000\n");
+    assert_eq!(
+        sh(tm, id, "stat -c %a:%U /run/rds-disk").await,
+        "700:root\n"
+    );
+    let listing = sh(tm, id, "ls /run/rds-disk 2>&1; echo rc=$?").await;
+    assert!(
+        listing.contains("Permission denied") && listing.ends_with("rc=2\n"),
+        "{listing}"
+    );
+    // AF_VSOCK (40) to the local CID (1) on the agent's port; sockaddr_vm is family, reserved,
+    // port, cid, zero[4]. perl-base is part of every Debian system.
+    let vsock = format!(
+        "perl -e 'socket(S, 40, 1, 0) or die \"socket: $!\\n\"; \
+         connect(S, pack(\"SSLLx4\", 40, 0, {}, 1)) or die \"connect: $!\\n\"; \
+         print \"connected\\n\"' 2>&1; echo rc=$?",
+        rds_protocol::DEFAULT_AGENT_PORT
+    );
+    let out = sh(tm, id, &vsock).await;
+    assert!(
+        out.starts_with("connect: ") && !out.contains("connected"),
+        "{out}"
+    );
+    let out = sh(tm, id, "kill -STOP 1 2>&1; echo rc=$?").await;
+    assert!(out.contains("rc=1"), "{out}");
 }
 
 async fn runtimes(tm: &TestManager, id: &str) {
