@@ -8,6 +8,9 @@
 //!   `kill -9` of the manager with two running VMs, then a new process: both RUNNING with the same
 //!   VMMs, exec works, and no process, TAP or directory beyond theirs exists. A VMM killed behind a
 //!   running manager's back leaves RUNNING within 2 s and its helper and TAP are freed.
+//! - `kill -9` in the middle of a create (during the boot), a stop (during the guest's flush) and
+//!   a destroy: after each restart every VM is RUNNING, STOPPED or ERROR, RUNNING ones answer, and
+//!   no process, TAP, host rule or directory is left that no VM owns.
 
 mod common;
 
@@ -574,5 +577,149 @@ async fn signals_restarts_and_lifecycle_traces() {
     );
     assert_eq!(h.taps(), Vec::<String>::new(), "TAPs left after destroy");
     let mut m = m;
+    assert!(m.signal(libc::SIGTERM).success());
+}
+
+/// Whether `text` names the address `ip` (not merely a longer one starting with it).
+fn mentions(text: &str, ip: &str) -> bool {
+    text.match_indices(ip).any(|(at, _)| {
+        !text[at + ip.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// The state a restarted manager must reach after a `kill -9` at any moment: every VM RUNNING,
+/// STOPPED or ERROR (no operation left half-way), a RUNNING VM with its VMM and TAP, any other
+/// without processes, TAP or host rules, one directory per VM, and no process under the storage
+/// that no RUNNING VM owns. `Err` says what is still off (reconciliation and the VMM watcher may
+/// need a moment).
+async fn consistent(h: &Harness) -> Result<Vec<String>, String> {
+    let (status, list) = h.call("GET", "/v1/vms", None).await;
+    if status != 200 {
+        return Err(format!("list: {status} {list}"));
+    }
+    let rules = h.ns.output(&["nft", "list", "ruleset"]);
+    let (mut ids, mut running) = (Vec::new(), Vec::new());
+    for v in list.as_array().unwrap() {
+        let id = v["id"].as_str().unwrap().to_string();
+        let state = v["state"].as_str().unwrap();
+        let ip = v["guestIp"].as_str().unwrap_or_default();
+        match state {
+            "RUNNING" => running.push(id.clone()),
+            "STOPPED" | "ERROR" => {
+                if !rds_testkit::pids_matching(&id).is_empty() {
+                    return Err(format!("{state} VM {id} still has processes"));
+                }
+                if !ip.is_empty() && mentions(&rules, ip) {
+                    return Err(format!("{state} VM {id} still has host rules for {ip}"));
+                }
+            }
+            other => return Err(format!("VM {id} left in {other}")),
+        }
+        ids.push(id);
+    }
+    for pid in h.processes() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.is_empty() && !running.iter().any(|id| cmdline.contains(id.as_str())) {
+            return Err(format!("process {pid} owned by no RUNNING VM: {cmdline}"));
+        }
+    }
+    if h.taps().len() != running.len() {
+        return Err(format!("TAPs {:?} for RUNNING {running:?}", h.taps()));
+    }
+    let mut dirs: Vec<String> = std::fs::read_dir(h.dir.path().join("s/vms"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    ids.sort();
+    if dirs != ids {
+        return Err(format!("directories {dirs:?} for VMs {ids:?}"));
+    }
+    Ok(running)
+}
+
+/// `kill -9` of the manager in the middle of a create (during the boot), a stop (during the
+/// guest's shutdown) and a destroy: after a restart each time, every VM is in a state the
+/// lifecycle allows and nothing is orphaned; the RUNNING ones answer, and all can be destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_operations_leaves_allowed_states_and_nothing_orphaned() {
+    let test = "kill_9_during_operations_leaves_allowed_states_and_nothing_orphaned";
+    let Some((image, vhost)) = common::guest_prerequisites(test) else {
+        return;
+    };
+    let mut h = Harness::new(Some(&image), &vhost, "rds-e2e-kill").await;
+    // Cold boots: a create then takes seconds, a window to kill the manager in.
+    h.env.insert("WARM_POOL_MAX_VMS".into(), "0".into());
+    h.env.insert("ENABLE_SNAPSHOTS".into(), "false".into());
+    let mut m = h.manager("kill-1.log").await;
+    let mut vms = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = h
+            .call("POST", "/v1/vms", Some(json!({ "cpu": 1, "memMb": 256 })))
+            .await;
+        assert_eq!(status, 201, "{body}\n{}", m.log_tail());
+        vms.push(body["id"].as_str().unwrap().to_string());
+    }
+    let create = json!({ "cpu": 1, "memMb": 256 }).to_string();
+    let ops = [
+        ("create", "POST", Some(create), Duration::from_millis(1500)),
+        ("stop", "POST", None, Duration::from_millis(150)),
+        ("destroy", "DELETE", None, Duration::from_millis(20)),
+    ];
+    for (round, (op, method, body, delay)) in ops.into_iter().enumerate() {
+        let path = match op {
+            "create" => "/v1/vms".to_string(),
+            "stop" => format!("/v1/vms/{}/stop", vms[0]),
+            _ => format!("/v1/vms/{}", vms[1]),
+        };
+        if op == "stop" {
+            // Dirty pages make the stop's guest flush take a while: the kill lands inside it.
+            h.exec(
+                &vms[0],
+                "dd if=/dev/zero of=big bs=1M count=100 2>/dev/null; echo ok",
+            )
+            .await;
+        }
+        let call = h.request(method, &path, Some(KEY), body);
+        let kill = async {
+            tokio::time::sleep(delay).await;
+            m.signal(libc::SIGKILL)
+        };
+        let (answer, exit) = tokio::join!(call, kill);
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&exit),
+            Some(9)
+        );
+        println!("{op}: manager killed {delay:?} in; the caller saw {answer:?}");
+        m = h.manager(&format!("kill-{}.log", round + 2)).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let running = loop {
+            match consistent(&h).await {
+                Ok(running) => break running,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("after a kill during {op}: {e}\n{}", m.log_tail())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        println!("after {op}: RUNNING {running:?}");
+        for id in &running {
+            assert_eq!(h.exec(id, "echo alive").await, "alive\n");
+        }
+    }
+    let (_, list) = h.call("GET", "/v1/vms", None).await;
+    for v in list.as_array().unwrap() {
+        let id = v["id"].as_str().unwrap();
+        let (status, body) = h.call("DELETE", &format!("/v1/vms/{id}"), None).await;
+        assert_eq!(status, 204, "{body}");
+    }
+    assert_eq!(h.processes(), Vec::<u32>::new(), "processes after destroy");
+    assert_eq!(h.taps(), Vec::<String>::new(), "TAPs after destroy");
     assert!(m.signal(libc::SIGTERM).success());
 }
