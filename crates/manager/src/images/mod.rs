@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const GIB: u64 = 1024 * 1024 * 1024;
+/// The directory under `IMAGES_DIR` holding files being received.
+const STAGING: &str = ".staging";
 /// Kernel, rootfs and bundle bodies (`docs/reference/api.md` §1.4).
 pub const MAX_UPLOAD_BYTES: u64 = 3 * GIB;
 /// Initrd bodies.
@@ -141,6 +143,19 @@ impl ImageService {
         }
         std::fs::set_permissions(images_dir, std::fs::Permissions::from_mode(0o711))
             .map_err(ImageError::io("chmod", images_dir))?;
+        // Files being received live in `.staging/` (same filesystem, so a commit is a rename) and
+        // not in the image's directory, which a refused upload must not create. What a killed
+        // manager left there is garbage.
+        let staging = images_dir.join(STAGING);
+        match std::fs::remove_dir_all(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ImageError::io("clear", &staging)(e)),
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(ImageError::io("create", &staging))?;
         Ok(ImageService {
             inner: Arc::new(Inner {
                 db,
@@ -155,7 +170,12 @@ impl ImageService {
         })
     }
 
-    /// `IMAGES_DIR/<id>/`, made if missing.
+    /// `IMAGES_DIR/.staging/`, where uploads are received before their commit.
+    fn staging(&self) -> PathBuf {
+        self.inner.dir.join(STAGING)
+    }
+
+    /// `IMAGES_DIR/<id>/`, made if missing (only by a commit or the built-in registration).
     fn image_dir(&self, id: &str) -> Result<PathBuf, ImageError> {
         let dir = self.inner.dir.join(id);
         std::fs::DirBuilder::new()
@@ -219,9 +239,8 @@ impl ImageService {
         E: std::fmt::Display,
     {
         self.writable(id).await?;
-        let dir = self.image_dir(id)?;
-        let tmp = dir.join(format!(
-            ".tmp-{}-{}",
+        let tmp = self.staging().join(format!(
+            "{id}-{}-{}",
             part.file_name(),
             uuid::Uuid::new_v4()
         ));
@@ -255,9 +274,9 @@ impl ImageService {
             MAX_UPLOAD_BYTES,
         )
         .await?;
-        let dir = self.image_dir(id)?;
+        let staging = self.staging();
         let zip_path = zip.path().to_path_buf();
-        let files = tokio::task::spawn_blocking(move || bundle::extract(&zip_path, &dir))
+        let files = tokio::task::spawn_blocking(move || bundle::extract(&zip_path, &staging))
             .await
             .map_err(|e| ImageError::Internal(format!("bundle task: {e}")))??;
         drop(zip);
