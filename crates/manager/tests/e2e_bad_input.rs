@@ -814,7 +814,6 @@ async fn bad_inputs_are_refused_without_side_effects() {
         409,
         "RUNNING",
     );
-    drop(add);
 
     let mut failures = Vec::new();
     for row in rows {
