@@ -140,7 +140,11 @@ fn decode_component(s: &str) -> Result<String, ApiError> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
+                // Two hex digits exactly: `from_str_radix` alone would also take a sign ("%+1").
                 let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(bad());
+                }
                 let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
                 out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
                 i += 2;
@@ -305,6 +309,32 @@ pub fn max_response_bytes(headers: &HeaderMap) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any value survives percent-encoding of every byte and back.
+        #[test]
+        fn query_values_round_trip(value in ".{0,64}") {
+            let encoded: String = value.bytes().map(|b| format!("%{b:02X}")).collect();
+            let q = parse_query(&format!("path={encoded}")).unwrap();
+            prop_assert_eq!(&q["path"], &value);
+        }
+
+        /// Whatever the input, parsing never panics, and it only succeeds when every `%` starts a
+        /// two-hex-digit escape.
+        #[test]
+        fn query_strings_are_refused_or_well_formed(q in "[a-z=&%+0-9A-F\\-]{0,24}") {
+            let well_formed = q.split('%').skip(1).all(|rest| {
+                rest.len() >= 2 && rest.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit)
+            });
+            match parse_query(&q) {
+                Ok(_) => prop_assert!(well_formed, "{q} accepted"),
+                Err(_) => {}
+            }
+        }
+    }
 
     #[test]
     fn budget_header() {
@@ -328,6 +358,8 @@ mod tests {
         );
         assert!(parse_query("path=%zz").is_err());
         assert!(parse_query("path=%2").is_err());
+        // A sign is no hex digit (`from_str_radix` would take "+1" as 1).
+        assert!(parse_query("path=%+1").is_err());
         assert!(parse_query("path=%ff").is_err());
     }
 

@@ -309,7 +309,50 @@ fn read_link(fd: &OwnedFd) -> io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::os::unix::fs::symlink;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// A path the lexical rules accept is plain names below the workspace (no `.`, `..`, root
+        /// or empty component), and normalising it again gives itself; an absolute path outside
+        /// `/workspace` is always refused.
+        #[test]
+        fn accepted_paths_stay_below_the_workspace(
+            parts in proptest::collection::vec(
+                prop_oneof![Just(".."), Just("."), Just(""), Just("a"), Just("workspace"), Just("b c")],
+                0..8,
+            ),
+            absolute in any::<bool>(),
+            inside in any::<bool>(),
+        ) {
+            let joined = parts.join("/");
+            let path = match (absolute, inside) {
+                (true, true) => format!("/workspace/{joined}"),
+                (true, false) => format!("/{joined}"),
+                (false, _) => joined.clone(),
+            };
+            match normalize(&path) {
+                Ok(p) => {
+                    // The workspace root itself reads as ".".
+                    let root = p.relative() == std::path::Path::new(".");
+                    for c in p.relative().components().filter(|_| !root) {
+                        prop_assert!(matches!(c, std::path::Component::Normal(_)), "{path}: {c:?}");
+                    }
+                    let again = normalize(&p.relative().to_string_lossy()).unwrap();
+                    prop_assert_eq!(again.relative(), p.relative());
+                    if absolute && !inside {
+                        prop_assert!(path.starts_with("/workspace"), "{path} accepted");
+                    }
+                }
+                Err(e) => prop_assert!(
+                    matches!(e, PathError::Escapes | PathError::OutsideWorkspace),
+                    "{path}: {e:?}"
+                ),
+            }
+        }
+    }
 
     fn rel(p: &str) -> Result<String, PathError> {
         normalize(p).map(|w| w.relative().to_string_lossy().into_owned())

@@ -184,7 +184,36 @@ pub(crate) fn open_cwd(state: &AppState, cwd: &str) -> Result<std::os::fd::Owned
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// An env map is accepted exactly when every key matches `^[A-Za-z_][A-Za-z0-9_]*$` and no
+        /// value holds NUL; a refusal names the problem.
+        #[test]
+        fn env_maps_are_accepted_exactly_when_valid(
+            pairs in proptest::collection::btree_map("[A-Za-z0-9_=\\- ]{0,6}", "[a-z\\x00]{0,4}", 0..5)
+        ) {
+            let valid = pairs.iter().all(|(k, v)| {
+                let mut chars = k.chars();
+                chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !v.contains('\0')
+            });
+            match validate_env(&pairs) {
+                Ok(out) => {
+                    prop_assert!(valid);
+                    prop_assert_eq!(out.len(), pairs.len());
+                }
+                Err(e) => {
+                    prop_assert!(!valid);
+                    prop_assert!(message(e).starts_with("env "));
+                }
+            }
+        }
+    }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -477,6 +477,85 @@ fn otel_settings(e: &mut Env) -> OtelSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Variables the property test sets: numbers, flags, addresses, paths and choices.
+    const FUZZED: &[&str] = &[
+        "PORT",
+        "MAX_VMS",
+        "MAX_CPU",
+        "MAX_MEM_MB",
+        "MAX_ALLOW_IPS",
+        "MAX_EXEC_TIMEOUT_MS",
+        "VM_SUBNET",
+        "DNS_SERVER_IP",
+        "STORAGE_ROOT",
+        "IMAGES_DIR",
+        "DB_DIALECT",
+        "DATABASE_URL",
+        "VMM_BACKEND",
+        "QEMU_ACCEL",
+        "ENABLE_SNAPSHOTS",
+        "WARM_POOL_TARGET",
+        "WARM_POOL_MAX_VMS",
+        "VSOCK_TIMEOUT_MS",
+        "RATE_LIMIT_GLOBAL",
+        "SESSION_TTL_HOURS",
+        "JAILER_UID",
+        "COOKIE_SECURE",
+        "LOG_FORMAT",
+        "MANAGER_INTERNAL_BASE_URL",
+        "OVERLAY_SIZE_BYTES",
+    ];
+    const SECRETS: &[&str] = &["API_KEY", "ADMIN_PASSWORD", "VM_SECRET_KEY", "DATABASE_URL"];
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("0".to_string()),
+            Just("-1".to_string()),
+            Just("99999999999999999999".to_string()),
+            Just("true".to_string()),
+            Just("10.0.0.0/33".to_string()),
+            Just("172.30.0.0/29".to_string()),
+            Just("relative/path".to_string()),
+            "[ -~]{0,12}",
+            (0u64..100_000).prop_map(|n| n.to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any mix of values never panics; every error names a configuration variable, and no
+        /// error repeats a secret's value.
+        #[test]
+        fn any_environment_is_parsed_or_refused_by_name(
+            set in proptest::collection::btree_map(proptest::sample::select(FUZZED), value(), 0..8),
+            // Secrets of any length (some too short to be accepted), recognisable in a message.
+            secrets in proptest::collection::btree_map(
+                proptest::sample::select(SECRETS), "sekrit-[a-z0-9]{0,40}", 0..4),
+        ) {
+            let mut vars = base();
+            for (k, v) in set.iter().chain(&secrets) {
+                vars.insert(k.to_string(), v.clone());
+            }
+            if let Err(errors) = Settings::from_env(&vars) {
+                prop_assert!(!errors.is_empty());
+                for e in &errors {
+                    prop_assert!(
+                        e.variable.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                            && !e.variable.is_empty(),
+                        "{e:?}"
+                    );
+                    let shown = format!("{e} {:?}", e.value);
+                    for (secret, v) in &secrets {
+                        prop_assert!(!shown.contains(v.as_str()), "{secret} shown in {shown}");
+                    }
+                }
+            }
+        }
+    }
 
     fn base() -> HashMap<String, String> {
         [
