@@ -50,10 +50,12 @@ impl VmState {
         match (self, to) {
             (Deleted, _) => false,
             (_, Deleted) => true,
-            (Created, Starting | Error) => true,
+            // A create cut short after its disk was made is kept for a start (reconciliation).
+            (Created, Starting | Error | Stopped) => true,
             // A resume that fails keeps the paused memory.
             (Starting, Running | Error | Stopped | Paused) => true,
-            (Running, Stopping | Stopped | Paused) => true,
+            // ERROR: a warm-pool VM whose handover to its user failed.
+            (Running, Stopping | Stopped | Paused | Error) => true,
             (Stopping, Stopped) => true,
             (Stopped, Starting) => true,
             // Resume goes through STARTING; a stop of a paused VM drops its memory.

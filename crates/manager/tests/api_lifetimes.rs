@@ -114,8 +114,21 @@ async fn row(db: &Db, tm: &TestManager, state: VmState, metadata: Value) -> Stri
     db.create_vm(&new, 100, &tm.settings.vm_subnet)
         .await
         .unwrap();
-    if state != VmState::Created {
-        db.set_state(&id, state, None).await.unwrap();
+    // Through the transition table, as the lifecycle would have moved it.
+    use VmState::*;
+    let path: &[VmState] = match state {
+        Created => &[],
+        Starting => &[Starting],
+        Running => &[Starting, Running],
+        Stopped => &[Starting, Running, Stopping, Stopped],
+        Paused => &[Starting, Running, Paused],
+        Error => &[Error],
+        other => panic!("no path to {other}"),
+    };
+    let mut from = Created;
+    for to in path {
+        assert!(db.transition(&id, &[from], *to, None).await.unwrap());
+        from = *to;
     }
     id
 }

@@ -144,7 +144,14 @@ async fn story(settings: DbSettings) {
     db.set_runtime("vm-z", 4242, 987_654_321, "boot-1")
         .await
         .unwrap();
-    db.set_running("vm-z", "boot").await.unwrap();
+    // Only STARTING becomes RUNNING: a row still CREATED is left alone.
+    assert!(!db.set_running("vm-z", "boot").await.unwrap());
+    let starting = [VmState::Created];
+    assert!(db
+        .transition("vm-z", &starting, VmState::Starting, None)
+        .await
+        .unwrap());
+    assert!(db.set_running("vm-z", "boot").await.unwrap());
     let z = db.get_vm("vm-z").await.unwrap().unwrap();
     assert_eq!(z.state, VmState::Running);
     assert_eq!(z.provision_mode.as_deref(), Some("boot"));
@@ -152,11 +159,39 @@ async fn story(settings: DbSettings) {
         (z.vmm_pid, z.vmm_start_time, z.vmm_boot_id.as_deref()),
         (Some(4242), Some(987_654_321), Some("boot-1"))
     );
-    db.set_state("vm-y", VmState::Stopping, None).await.unwrap();
-    db.set_state("vm-y", VmState::Stopped, None).await.unwrap();
-    db.set_state("vm-x", VmState::Error, Some("VMM exited: boom"))
+    for (from, to) in [
+        (VmState::Created, VmState::Starting),
+        (VmState::Starting, VmState::Running),
+        (VmState::Running, VmState::Stopping),
+        (VmState::Stopping, VmState::Stopped),
+    ] {
+        assert!(
+            db.transition("vm-y", &[from], to, None).await.unwrap(),
+            "{from} -> {to}"
+        );
+    }
+    // A change from a state the row is not in does nothing (a concurrent change won)...
+    assert!(!db
+        .transition("vm-y", &[VmState::Running], VmState::Stopped, Some("late"))
         .await
-        .unwrap();
+        .unwrap());
+    let y = db.get_vm("vm-y").await.unwrap().unwrap();
+    assert_eq!((y.state, y.last_error), (VmState::Stopped, None));
+    // ...and one the transition table forbids is refused before any SQL.
+    assert!(matches!(
+        db.transition("vm-y", &[VmState::Stopped], VmState::Running, None)
+            .await,
+        Err(rds_manager::db::DbError::Transition { .. })
+    ));
+    assert!(db
+        .transition(
+            "vm-x",
+            &[VmState::Created],
+            VmState::Error,
+            Some("VMM exited: boom")
+        )
+        .await
+        .unwrap());
     let x = db.get_vm("vm-x").await.unwrap().unwrap();
     assert_eq!(
         (x.state, x.last_error.as_deref()),
@@ -466,7 +501,11 @@ async fn internal_queries(settings: DbSettings) {
         .await
         .unwrap()
         .is_none());
-    db.set_running("pool-1", "snapshot").await.unwrap();
+    assert!(db
+        .transition("pool-1", &[VmState::Created], VmState::Starting, None)
+        .await
+        .unwrap());
+    assert!(db.set_running("pool-1", "snapshot").await.unwrap());
     assert!(matches!(
         db.claim_pool_vm("pool-1", 1, true, &[]).await,
         Err(CreateVmError::Quota(1))

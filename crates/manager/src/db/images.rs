@@ -268,10 +268,11 @@ impl Db {
     /// A non-deleted user VM on this image, if any.
     pub async fn vm_using_image(&self, id: &str) -> Result<Option<String>, DbError> {
         let row = sqlx::query(
-            "SELECT id FROM vms WHERE image_id = $1 AND state <> 'DELETED' AND pool_role IS NULL \
+            "SELECT id FROM vms WHERE image_id = $1 AND state <> $2 AND pool_role IS NULL \
              ORDER BY created_at DESC LIMIT 1",
         )
         .bind(id)
+        .bind(crate::model::VmState::Deleted.as_str())
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| r.try_get("id")).transpose()?)

@@ -10,10 +10,11 @@ impl Db {
     /// Internal VMs of `role` that are not DELETED, oldest first.
     pub async fn internal_vms(&self, role: PoolRole) -> Result<Vec<VmRecord>, DbError> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM vms WHERE pool_role = $1 AND state <> 'DELETED' \
+            "SELECT id FROM vms WHERE pool_role = $1 AND state <> $2 \
              ORDER BY created_at, id",
         )
         .bind(role.as_str())
+        .bind(crate::model::VmState::Deleted.as_str())
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(ids.len());
@@ -42,12 +43,14 @@ impl Db {
         let claimed = sqlx::query(
             "UPDATE vms SET pool_role = NULL, outbound_internet = $1, allow_ips = $2, \
              created_at = $3, updated_at = $3 \
-             WHERE id = $4 AND pool_role = 'pool' AND state = 'RUNNING'",
+             WHERE id = $4 AND pool_role = $5 AND state = $6",
         )
         .bind(super::flag(outbound_internet))
         .bind(allow)
         .bind(&now)
         .bind(id)
+        .bind(PoolRole::Pool.as_str())
+        .bind(crate::model::VmState::Running.as_str())
         .execute(&mut *tx)
         .await
         .map_err(DbError::from)?

@@ -1,7 +1,7 @@
 //! Deadlines of VMs (`docs/lifetimes.md`): which ones passed, and clearing or re-arming them.
 
 use super::{Db, DbError};
-use crate::model::now_rfc3339;
+use crate::model::{now_rfc3339, VmState};
 use sqlx::Row;
 
 impl Db {
@@ -9,9 +9,10 @@ impl Db {
     pub async fn expired_vm_ids(&self, now: &str) -> Result<Vec<String>, DbError> {
         let rows = sqlx::query(
             "SELECT id FROM vms WHERE expires_at IS NOT NULL AND expires_at <= $1 \
-             AND state <> 'DELETED' AND pool_role IS NULL ORDER BY expires_at, id",
+             AND state <> $2 AND pool_role IS NULL ORDER BY expires_at, id",
         )
         .bind(now)
+        .bind(VmState::Deleted.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

@@ -42,6 +42,12 @@ pub enum DbError {
     /// A write that kept colliding with concurrent writers.
     #[error("database conflict: {0}")]
     Conflict(String),
+    /// A state change the transition table refuses: a bug in the caller, never input.
+    #[error("illegal VM state transition {from} -> {to}")]
+    Transition {
+        from: crate::model::VmState,
+        to: crate::model::VmState,
+    },
     /// A driver message with `DATABASE_URL` (or its password) removed.
     #[error("{0}")]
     Redacted(String),

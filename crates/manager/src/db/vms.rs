@@ -157,7 +157,8 @@ pub(super) async fn check_quota(
     max_vms: u64,
 ) -> Result<(), CreateVmError> {
     let count: i64 =
-        sqlx::query("SELECT COUNT(*) AS n FROM vms WHERE state <> 'DELETED' AND pool_role IS NULL")
+        sqlx::query("SELECT COUNT(*) AS n FROM vms WHERE state <> $1 AND pool_role IS NULL")
+            .bind(VmState::Deleted.as_str())
             .fetch_one(&mut **tx)
             .await?
             .try_get("n")?;
@@ -256,12 +257,12 @@ impl Db {
         };
         let allow = serde_json::to_string(&vm.allow_ips).unwrap_or_else(|_| "[]".into());
         sqlx::query(
-            "INSERT INTO vms (id, state, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
+            "INSERT INTO vms (id, cpu, mem_mb, disk_size_mb, guest_ip, tap_name, mac, vsock_cid, \
              outbound_internet, allow_ips, image_id, source_snapshot_id, backend, pool_role, \
              created_at, updated_at, expires_at, timeout_sec, timeout_action, metadata, secret_env, \
-             peer_links) \
-             VALUES ($1, 'CREATED', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, \
-             $16, $17, $18, $19, $20, $21)",
+             peer_links, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, \
+             $16, $17, $18, $19, $20, $21, $22)",
         )
         .bind(&vm.id)
         .bind(i64::from(vm.cpu))
@@ -284,6 +285,7 @@ impl Db {
         .bind(serde_json::to_string(&vm.metadata).unwrap_or_else(|_| "{}".into()))
         .bind(&vm.secret_env)
         .bind(links_json(&vm.peer_links))
+        .bind(VmState::Created.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -293,9 +295,10 @@ impl Db {
     /// A VM that is not DELETED, user or internal.
     pub async fn get_any_vm(&self, id: &str) -> Result<Option<VmRecord>, DbError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM vms WHERE id = $1 AND state <> 'DELETED'"
+            "SELECT {COLUMNS} FROM vms WHERE id = $1 AND state <> $2"
         ))
         .bind(id)
+        .bind(VmState::Deleted.as_str())
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
@@ -304,9 +307,10 @@ impl Db {
     /// A user VM that is not DELETED.
     pub async fn get_vm(&self, id: &str) -> Result<Option<VmRecord>, DbError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM vms WHERE id = $1 AND state <> 'DELETED' AND pool_role IS NULL"
+            "SELECT {COLUMNS} FROM vms WHERE id = $1 AND state <> $2 AND pool_role IS NULL"
         ))
         .bind(id)
+        .bind(VmState::Deleted.as_str())
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
@@ -315,32 +319,77 @@ impl Db {
     /// User VMs that are not DELETED, newest first.
     pub async fn list_vms(&self) -> Result<Vec<VmRecord>, DbError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM vms WHERE state <> 'DELETED' AND pool_role IS NULL \
+            "SELECT {COLUMNS} FROM vms WHERE state <> $1 AND pool_role IS NULL \
              ORDER BY created_at DESC, id DESC"
         ))
+        .bind(VmState::Deleted.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
-    pub async fn set_state(
+    /// The one way a VM's state changes (destroy's tombstone aside): from one of `from` to `to`,
+    /// each allowed by the transition table ([`VmState::can_become`]; staying put only sets
+    /// `lastError`), and only while the row is still in one of `from`, so a concurrent change is
+    /// never overwritten. `Ok(false)` when the row was in none of them.
+    pub async fn transition(
         &self,
         id: &str,
-        state: VmState,
+        from: &[VmState],
+        to: VmState,
         last_error: Option<&str>,
-    ) -> Result<(), DbError> {
-        let now = now_rfc3339();
-        let q = match last_error {
-            Some(err) => sqlx::query(
-                "UPDATE vms SET state = $1, last_error = $2, updated_at = $3 WHERE id = $4",
-            )
-            .bind(state.as_str())
-            .bind(err.to_string()),
-            None => sqlx::query("UPDATE vms SET state = $1, updated_at = $2 WHERE id = $3")
-                .bind(state.as_str()),
-        };
-        q.bind(now).bind(id).execute(&self.pool).await?;
-        Ok(())
+    ) -> Result<bool, DbError> {
+        self.transition_setting(id, from, to, last_error, None)
+            .await
+    }
+
+    /// STARTING → RUNNING with its provision mode; a previous `lastError` stays for the record.
+    pub async fn set_running(&self, id: &str, provision_mode: &str) -> Result<bool, DbError> {
+        self.transition_setting(
+            id,
+            &[VmState::Starting],
+            VmState::Running,
+            None,
+            Some(provision_mode),
+        )
+        .await
+    }
+
+    async fn transition_setting(
+        &self,
+        id: &str,
+        from: &[VmState],
+        to: VmState,
+        last_error: Option<&str>,
+        provision_mode: Option<&str>,
+    ) -> Result<bool, DbError> {
+        if let Some(bad) = from.iter().find(|f| **f != to && !f.can_become(to)) {
+            return Err(DbError::Transition { from: *bad, to });
+        }
+        let mut sql = String::from("UPDATE vms SET state = $1, updated_at = $2");
+        let mut n = 2;
+        for (column, value) in [
+            ("last_error", last_error),
+            ("provision_mode", provision_mode),
+        ] {
+            if value.is_some() {
+                n += 1;
+                sql.push_str(&format!(", {column} = ${n}"));
+            }
+        }
+        sql.push_str(&format!(" WHERE id = ${} AND state IN (", n + 1));
+        let states: Vec<String> = (0..from.len()).map(|i| format!("${}", n + 2 + i)).collect();
+        sql.push_str(&states.join(", "));
+        sql.push(')');
+        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(now_rfc3339());
+        for value in [last_error, provision_mode].into_iter().flatten() {
+            q = q.bind(value.to_string());
+        }
+        q = q.bind(id);
+        for f in from {
+            q = q.bind(f.as_str());
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
     }
 
     /// The launched VMM's identity, stored as soon as it exists so a restarted manager can find it.
@@ -358,19 +407,6 @@ impl Db {
         .bind(i64::from(pid))
         .bind(start_time as i64)
         .bind(boot_id)
-        .bind(now_rfc3339())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// RUNNING with its provision mode; a previous `lastError` stays for the record.
-    pub async fn set_running(&self, id: &str, provision_mode: &str) -> Result<(), DbError> {
-        sqlx::query(
-            "UPDATE vms SET state = 'RUNNING', provision_mode = $1, updated_at = $2 WHERE id = $3",
-        )
-        .bind(provision_mode)
         .bind(now_rfc3339())
         .bind(id)
         .execute(&self.pool)
@@ -398,13 +434,14 @@ impl Db {
     ) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE vms SET expires_at = $1, timeout_sec = $2, timeout_action = $3, updated_at = $4 \
-             WHERE id = $5 AND state <> 'DELETED'",
+             WHERE id = $5 AND state <> $6",
         )
         .bind(timeout_sec.map(deadline_after))
         .bind(timeout_sec.map(|t| t as i64))
         .bind(action.as_str())
         .bind(now_rfc3339())
         .bind(id)
+        .bind(VmState::Deleted.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -427,14 +464,13 @@ impl Db {
         id: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<(), DbError> {
-        sqlx::query(
-            "UPDATE vms SET metadata = $1, updated_at = $2 WHERE id = $3 AND state <> 'DELETED'",
-        )
-        .bind(serde_json::to_string(metadata).unwrap_or_else(|_| "{}".into()))
-        .bind(now_rfc3339())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE vms SET metadata = $1, updated_at = $2 WHERE id = $3 AND state <> $4")
+            .bind(serde_json::to_string(metadata).unwrap_or_else(|_| "{}".into()))
+            .bind(now_rfc3339())
+            .bind(id)
+            .bind(VmState::Deleted.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -466,10 +502,11 @@ impl Db {
     /// The user VM holding the bridge token with this hash, if it is not DELETED.
     pub async fn vm_by_bridge_token_hash(&self, hash: &str) -> Result<Option<VmRecord>, DbError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM vms WHERE bridge_token_hash = $1 AND state <> 'DELETED' \
+            "SELECT {COLUMNS} FROM vms WHERE bridge_token_hash = $1 AND state <> $2 \
              AND pool_role IS NULL"
         ))
         .bind(hash)
+        .bind(VmState::Deleted.as_str())
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
@@ -479,10 +516,11 @@ impl Db {
     pub async fn mark_deleted(&self, id: &str) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE vms SET state = 'DELETED', vmm_pid = NULL, vmm_start_time = NULL, \
-             vmm_boot_id = NULL, secret_env = NULL, bridge_token_hash = NULL, updated_at = $1 \
-             WHERE id = $2",
+            "UPDATE vms SET state = $1, vmm_pid = NULL, vmm_start_time = NULL, \
+             vmm_boot_id = NULL, secret_env = NULL, bridge_token_hash = NULL, updated_at = $2 \
+             WHERE id = $3",
         )
+        .bind(VmState::Deleted.as_str())
         .bind(now_rfc3339())
         .bind(id)
         .execute(&mut *tx)

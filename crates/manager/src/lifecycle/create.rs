@@ -60,6 +60,15 @@ impl Failed {
             cancelled: false,
         }
     }
+
+    /// The VM left the state the operation expected: a destroy cancelled it.
+    pub fn cancelled() -> Self {
+        Failed {
+            reason: "cancelled".into(),
+            cause: BootFailure::Host,
+            cancelled: true,
+        }
+    }
 }
 
 impl VmService {
@@ -240,10 +249,13 @@ impl VmService {
         );
         tracing::error!(vm_id = %vm.id, reason = %failed.reason, console_tail = %console, "vm.error");
         self.vm_event(vm, EventType::VmError, json!({"message": failed.reason}));
-        self.inner
-            .db
-            .set_state(&vm.id, fail_state, Some(&failed.reason))
-            .await?;
+        self.move_state(
+            &vm.id,
+            &[vm.state, VmState::Starting],
+            fail_state,
+            Some(&failed.reason),
+        )
+        .await?;
         Err(LifecycleError::BootFailed {
             id: vm.id.clone(),
             reason: failed.reason,
@@ -300,11 +312,14 @@ impl VmService {
             .await
             .map_err(Failed::host)?;
         }
-        self.inner
+        let from = [vm.state];
+        let moved = self
+            .inner
             .db
-            .set_state(&vm.id, VmState::Starting, None)
-            .await
-            .map_err(Failed::host)?;
+            .transition(&vm.id, &from, VmState::Starting, None);
+        if !moved.await.map_err(Failed::host)? {
+            return Err(Failed::cancelled());
+        }
         // Host rules before the VMM exists: a VM never runs with missing rules.
         self.attach_network(vm)
             .instrument(info_span!("net.attach"))
@@ -333,11 +348,15 @@ impl VmService {
         // Before RUNNING: a VM seen RUNNING (by a client, or by a warm-pool take, which skips VMs
         // under an operation) has its peer trees already.
         self.setup_peers_at_start(vm).await;
-        self.inner
+        if !self
+            .inner
             .db
             .set_running(&vm.id, "boot")
             .await
-            .map_err(Failed::host)?;
+            .map_err(Failed::host)?
+        {
+            return Err(Failed::cancelled());
+        }
         self.watch(rt);
         tracing::info!(vm_id = %vm.id, provision_mode = "boot", "vm.started");
         self.started_event(vm, "boot", started);

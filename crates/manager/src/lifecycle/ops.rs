@@ -37,6 +37,23 @@ impl Drop for OpGuard {
 }
 
 impl super::VmService {
+    /// A state change of an operation holding the VM's lock ([`crate::db::Db::transition`]): a
+    /// row found in none of `from` was destroyed meanwhile (the one change that does not wait for
+    /// the lock), which the caller learns as `VM <id> is no longer RUNNING`.
+    pub(super) async fn move_state(
+        &self,
+        id: &str,
+        from: &[crate::model::VmState],
+        to: crate::model::VmState,
+        last_error: Option<&str>,
+    ) -> Result<(), LifecycleError> {
+        if self.inner.db.transition(id, from, to, last_error).await? {
+            Ok(())
+        } else {
+            Err(LifecycleError::NoLongerRunning(id.to_string()))
+        }
+    }
+
     /// Takes the lock for `op`, or answers busy.
     pub(super) fn begin_op(&self, id: &str, op: &'static str) -> Result<OpGuard, LifecycleError> {
         let mut held = self.inner.ops.held.lock().expect("op table");

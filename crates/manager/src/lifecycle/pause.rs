@@ -57,9 +57,7 @@ impl VmService {
         }
         self.release_runtime(&vm.id).await;
         self.detach_network_logged(vm, "pause").await;
-        self.inner
-            .db
-            .set_state(&vm.id, VmState::Paused, None)
+        self.move_state(&vm.id, &[VmState::Running], VmState::Paused, None)
             .await?;
         let ms = started.elapsed().as_millis() as u64;
         tracing::info!(vm_id = %vm.id, has_memory = memory, duration_ms = ms, "vm.paused");
@@ -152,10 +150,13 @@ impl VmService {
             return Err(LifecycleError::NoLongerRunning(vm.id.clone()));
         }
         tracing::error!(vm_id = %vm.id, reason = %failed.reason, "resume failed");
-        self.inner
-            .db
-            .set_state(&vm.id, VmState::Paused, Some(&failed.reason))
-            .await?;
+        self.move_state(
+            &vm.id,
+            &[VmState::Paused, VmState::Starting],
+            VmState::Paused,
+            Some(&failed.reason),
+        )
+        .await?;
         Err(LifecycleError::BootFailed {
             id: vm.id.clone(),
             reason: failed.reason,
@@ -172,9 +173,10 @@ impl VmService {
     ) -> Result<(), Failed> {
         let started = Instant::now();
         let db = &self.inner.db;
-        db.set_state(&vm.id, VmState::Starting, None)
-            .await
-            .map_err(Failed::host)?;
+        let moved = db.transition(&vm.id, &[VmState::Paused], VmState::Starting, None);
+        if !moved.await.map_err(Failed::host)? {
+            return Err(Failed::cancelled());
+        }
         // Host rules before the VMM exists; the TAP stays down until the guest is current.
         self.attach_network(vm)
             .instrument(info_span!("net.attach"))
@@ -206,9 +208,13 @@ impl VmService {
         clock?;
         entropy?;
         self.set_tap_up(vm, true).await?;
-        db.set_running(&vm.id, "snapshot")
+        if !db
+            .set_running(&vm.id, "snapshot")
             .await
-            .map_err(Failed::host)?;
+            .map_err(Failed::host)?
+        {
+            return Err(Failed::cancelled());
+        }
         self.watch(rt);
         tracing::info!(vm_id = %vm.id, ms = started.elapsed().as_millis() as u64, "vm.resumed");
         Ok(())

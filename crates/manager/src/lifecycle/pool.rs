@@ -295,7 +295,12 @@ impl VmService {
         if let Err(e) = self
             .inner
             .db
-            .set_state(&vm.id, VmState::Error, Some(&failed.reason))
+            .transition(
+                &vm.id,
+                &[VmState::Running],
+                VmState::Error,
+                Some(&failed.reason),
+            )
             .await
         {
             return e.into();

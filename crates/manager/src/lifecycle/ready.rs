@@ -51,7 +51,7 @@ impl VmService {
                     )));
                 }
                 _ = cancel.cancelled() => {
-                    return Err(Failed { reason: "cancelled".into(), cause: BootFailure::Host, cancelled: true });
+                    return Err(Failed::cancelled());
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(Failed {

@@ -118,7 +118,7 @@ impl VmService {
                 self.remove_host_net(&row).await;
                 self.inner
                     .db
-                    .set_state(&row.id, VmState::Stopped, Some(AGENT_SILENT))
+                    .transition(&row.id, &[row.state], VmState::Stopped, Some(AGENT_SILENT))
                     .await?;
                 report.stopped.push((row.id, AGENT_SILENT.into()));
             }
@@ -219,7 +219,7 @@ impl VmService {
         }
         if let Some((state, reason)) = new_state {
             tracing::warn!(vm_id = %id, from = %row.state, to = %state, reason = reason.unwrap_or(""), "vm reconciled");
-            db.set_state(id, state, reason).await?;
+            db.transition(id, &[row.state], state, reason).await?;
             report
                 .stopped
                 .push((row.id.clone(), reason.unwrap_or("").to_string()));

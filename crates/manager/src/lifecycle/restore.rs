@@ -133,9 +133,11 @@ impl VmService {
             .map_err(Failed::host)?;
         stages.mark("disk");
         let db = &self.inner.db;
-        db.set_state(&vm.id, crate::model::VmState::Starting, None)
-            .await
-            .map_err(Failed::host)?;
+        let from = [vm.state];
+        let moved = db.transition(&vm.id, &from, crate::model::VmState::Starting, None);
+        if !moved.await.map_err(Failed::host)? {
+            return Err(Failed::cancelled());
+        }
         self.attach_network(vm)
             .instrument(info_span!("net.attach"))
             .await?;
@@ -167,9 +169,13 @@ impl VmService {
         // The snapshot's trees (if any) carry its source's token: this VM gets its own, before it
         // is seen RUNNING.
         self.setup_peers_at_start(vm).await;
-        db.set_running(&vm.id, "snapshot")
+        if !db
+            .set_running(&vm.id, "snapshot")
             .await
-            .map_err(Failed::host)?;
+            .map_err(Failed::host)?
+        {
+            return Err(Failed::cancelled());
+        }
         self.watch(rt);
         tracing::info!(vm_id = %vm.id, snapshot_id = %snap.id, provision_mode = "snapshot",
             stages_ms = %stages, "vm.started");

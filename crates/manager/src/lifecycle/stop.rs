@@ -19,7 +19,8 @@ impl VmService {
             // Nothing runs: the saved memory goes, the disk stays for a start.
             let removed = self.inner.storage.remove_paused(id).await;
             removed.map_err(|e| LifecycleError::Internal(e.to_string()))?;
-            self.inner.db.set_state(id, VmState::Stopped, None).await?;
+            self.move_state(id, &[VmState::Paused], VmState::Stopped, None)
+                .await?;
             tracing::info!(vm_id = %id, "vm.stopped");
             self.vm_event(
                 &vm,
@@ -35,14 +36,16 @@ impl VmService {
                 state: vm.state,
             });
         }
-        self.inner.db.set_state(id, VmState::Stopping, None).await?;
+        self.move_state(id, &[VmState::Running], VmState::Stopping, None)
+            .await?;
         self.sync_guest_fs(id).await;
         if let Some(rt) = self.runtime_of(&vm) {
             self.shut_down(&rt).await;
         }
         self.release_runtime(id).await;
         self.detach_network_logged(&vm, "stop").await;
-        self.inner.db.set_state(id, VmState::Stopped, None).await?;
+        self.move_state(id, &[VmState::Stopping], VmState::Stopped, None)
+            .await?;
         tracing::info!(vm_id = %id, "vm.stopped");
         self.vm_event(&vm, EventType::VmStopped, serde_json::json!({}));
         Ok(())

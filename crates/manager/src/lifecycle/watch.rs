@@ -49,10 +49,13 @@ impl VmService {
             }
             svc.detach_network_logged(&vm, "unexpected exit").await;
             let db = &svc.inner.db;
-            if let Err(e) = db
-                .set_state(&rt.vm_id, VmState::Stopped, Some(&reason))
-                .await
-            {
+            let moved = db.transition(
+                &rt.vm_id,
+                &[VmState::Running],
+                VmState::Stopped,
+                Some(&reason),
+            );
+            if let Err(e) = moved.await {
                 tracing::error!(vm_id = %rt.vm_id, error = %e, "recording VMM exit");
             }
             let _ = db.clear_runtime(&rt.vm_id).await;
