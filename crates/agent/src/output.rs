@@ -83,10 +83,7 @@ fn escaped_len(c: char) -> usize {
 /// encoded bytes are gone or nothing is left to remove. Returns whether anything was removed.
 fn trim_end(text: &mut String, keep_tail: usize, need: usize) -> bool {
     let split = text.len().saturating_sub(keep_tail);
-    let split = (0..=split)
-        .rev()
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(0);
+    let split = text.floor_char_boundary(split);
     let mut removed = 0;
     let mut cut = split;
     for (i, c) in text[..split].char_indices().rev() {

@@ -91,10 +91,7 @@ impl Buffer {
                 out.push(c.clone());
                 continue;
             }
-            let mut cut = (offset - c.offset) as usize;
-            while !c.data.is_char_boundary(cut) {
-                cut += 1;
-            }
+            let cut = c.data.ceil_char_boundary((offset - c.offset) as usize);
             if cut < c.data.len() {
                 out.push(Chunk {
                     stream: c.stream.clone(),

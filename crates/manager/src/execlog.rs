@@ -29,14 +29,7 @@ impl Kind {
 
 /// Cuts a string to at most `FIELD_CAP` bytes on a character boundary.
 pub fn cap(s: &str) -> String {
-    if s.len() <= FIELD_CAP {
-        return s.to_string();
-    }
-    let mut end = FIELD_CAP;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+    s[..s.floor_char_boundary(FIELD_CAP)].to_string()
 }
 
 /// Caps every string inside a JSON value.

@@ -216,6 +216,12 @@ pub trait VmmBackend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The VM a host process belongs to, when it is a VMM or helper this backend starts for a VM
+    /// whose files live under `vms_dir` (a manager's `STORAGE_ROOT/vms`): reconciliation kills the
+    /// ones of VMs that are not live. Processes of other managers (other storage roots or jail
+    /// bases) are never claimed.
+    fn owner_of(&self, process: &process::HostProcess, vms_dir: &Path) -> Option<String>;
+
     /// Re-attaches what the backend runs beside a live VMM after a manager restart (Firecracker: the
     /// log FIFO drains). Call it for every VM that [`VmmBackend::is_alive`] confirmed. Idempotent.
     async fn adopt(&self, vm: &VmRuntime) -> Result<(), VmmError> {

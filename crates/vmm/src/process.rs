@@ -141,6 +141,42 @@ pub fn kill_if_same(pid: u32, start: u64, boot: &str, needle: &str) {
 }
 
 /// Sends `sig` to `pid` (no identity check; for processes we just spawned).
+/// A host process as `/proc` shows it.
+#[derive(Debug, Clone)]
+pub struct HostProcess {
+    pub pid: u32,
+    /// Its argument vector (`/proc/<pid>/cmdline`).
+    pub args: Vec<String>,
+}
+
+impl HostProcess {
+    /// The argument after `flag`, if any.
+    pub fn arg_after(&self, flag: &str) -> Option<&str> {
+        let i = self.args.iter().position(|a| a == flag)?;
+        self.args.get(i + 1).map(String::as_str)
+    }
+}
+
+/// Every process with a readable, non-empty command line, this process excluded.
+pub fn list() -> Vec<HostProcess> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (!args.is_empty()).then_some(HostProcess { pid, args })
+        })
+        .collect()
+}
+
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: plain syscall.
     unsafe { libc::kill(pid as libc::pid_t, sig) };

@@ -15,6 +15,7 @@ pub use format::KernelFormat;
 use crate::activity::{Activity, Draft, EventType};
 use crate::db::{Db, DbError};
 use crate::model::{ImagePart, ImageRecord};
+use crate::storage::spool::{self, SpoolError};
 use crate::storage::CloneMode;
 use bytes::Bytes;
 use futures::Stream;
@@ -100,6 +101,21 @@ impl ImageError {
             } else {
                 ImageError::Io { what, path, source }
             }
+        }
+    }
+}
+
+impl From<SpoolError> for ImageError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::TooLarge(_) => ImageError::TooLarge,
+            SpoolError::Body(m) => ImageError::Body(m),
+            SpoolError::NoSpace => ImageError::NoSpace,
+            SpoolError::Io { step, path, source } => ImageError::Io {
+                what: step,
+                path,
+                source,
+            },
         }
     }
 }
@@ -266,14 +282,11 @@ impl ImageService {
         E: std::fmt::Display,
     {
         self.writable(id).await?;
-        let zip = receive::TempFile::spool(
-            body,
-            self.inner
-                .spool
-                .join(format!("bundle-{}.zip", uuid::Uuid::new_v4())),
-            MAX_UPLOAD_BYTES,
-        )
-        .await?;
+        let path = self
+            .inner
+            .spool
+            .join(format!("bundle-{}.zip", uuid::Uuid::new_v4()));
+        let (zip, _) = spool::spool(body, path, MAX_UPLOAD_BYTES).await?;
         let staging = self.staging();
         let zip_path = zip.path().to_path_buf();
         let files = tokio::task::spawn_blocking(move || bundle::extract(&zip_path, &staging))
@@ -301,7 +314,7 @@ impl ImageService {
         let dir = self.image_dir(id)?;
         for (part, got) in files {
             let dst = dir.join(part.file_name());
-            got.tmp.persist(&dst)?;
+            got.tmp.persist(&dst, 0o444)?;
             sync_dir(&dir)?;
             self.inner
                 .db

@@ -1,82 +1,21 @@
 //! Writing an image file: bytes go to a temporary file beside the target under a size cap, hashed
 //! (SHA-256) and checked by magic as they pass, with all-zero blocks left as holes so a sparse rootfs
-//! stays sparse; then fsync. The temporary file is removed unless it is renamed into place.
+//! stays sparse; then fsync. The temporary file ([`TempFile`]) is removed unless it is renamed into
+//! place.
 
 use super::format::{self, KernelFormat, HEAD_LEN};
 use super::ImageError;
 use crate::model::{now_rfc3339, ImageFile, ImagePart};
+pub use crate::storage::spool::TempFile;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
 
 /// Holes are made at this granularity (the filesystem block size of ext4 and XFS).
 const BLOCK: u64 = 4096;
-
-/// A file that is removed when dropped, unless [`TempFile::persist`] renamed it into place.
-#[derive(Debug)]
-pub struct TempFile(Option<PathBuf>);
-
-impl TempFile {
-    pub fn path(&self) -> &Path {
-        self.0.as_deref().expect("temp file still armed")
-    }
-
-    /// Streams `body` as it comes to a new file at `path` (at most `limit` bytes), for a bundle zip
-    /// that is read once it is complete.
-    pub async fn spool<S, E>(mut body: S, path: PathBuf, limit: u64) -> Result<TempFile, ImageError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .await
-            .map_err(ImageError::io("create", &path))?;
-        let spool = TempFile(Some(path));
-        let mut len = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ImageError::Body(e.to_string()))?;
-            len += chunk.len() as u64;
-            if len > limit {
-                return Err(ImageError::TooLarge);
-            }
-            file.write_all(&chunk)
-                .await
-                .map_err(ImageError::io("write", spool.path()))?;
-        }
-        file.flush()
-            .await
-            .map_err(ImageError::io("flush", spool.path()))?;
-        Ok(spool)
-    }
-
-    /// Makes the file read-only (0444) and renames it to `to`, replacing what was there.
-    pub fn persist(mut self, to: &Path) -> Result<(), ImageError> {
-        let from = self.0.take().expect("temp file still armed");
-        let result = std::fs::set_permissions(&from, std::fs::Permissions::from_mode(0o444))
-            .map_err(ImageError::io("chmod", &from))
-            .and_then(|()| std::fs::rename(&from, to).map_err(ImageError::io("rename", &from)));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&from);
-        }
-        result
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
 
 /// A complete, checked, fsynced temporary file.
 #[derive(Debug)]
@@ -109,7 +48,7 @@ impl Sink {
             .map_err(ImageError::io("create", &path))?;
         Ok(Sink {
             file,
-            tmp: TempFile(Some(path)),
+            tmp: TempFile::adopt(path),
             part,
             limit,
             hasher: Sha256::new(),
@@ -260,7 +199,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn ext4_head() -> Vec<u8> {
         let mut h = vec![0u8; 2048];
@@ -290,7 +229,7 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert!(meta.blocks() * 512 <= 64 * 1024, "{} blocks", meta.blocks());
         let dst = dir.path().join("rootfs.ext4");
-        got.tmp.persist(&dst).unwrap();
+        got.tmp.persist(&dst, 0o444).unwrap();
         assert!(!path.exists());
         assert_eq!(
             std::fs::metadata(&dst).unwrap().permissions().mode() & 0o777,

@@ -26,7 +26,6 @@ use crate::model::VmState;
 use rds_net::VmNet;
 use rds_vmm::VmRuntime;
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
 pub const EXITED_WHILE_DOWN: &str = "VMM exited while the manager was down";
@@ -276,22 +275,22 @@ impl VmService {
         }
     }
 
-    /// SIGKILLs QEMU processes named `rds-<id>` and vsock helpers whose socket lies under this
-    /// manager's `vms/`, when `<id>` is not a live VM. Only processes that reference this manager's
-    /// `STORAGE_ROOT/vms/` are considered, so managers with other storage roots are left alone.
+    /// SIGKILLs the VMM and helper processes the backend claims for a VM that is not live
+    /// ([`rds_vmm::VmmBackend::owner_of`]: only this manager's, never another storage root's).
     async fn kill_orphan_processes(&self, live: &HashSet<String>, report: &mut ReconcileReport) {
         let vms_dir = self.inner.storage.root().join("vms");
         let mut killed = Vec::new();
-        for (pid, args) in processes() {
-            let Some(id) = orphan_vm_id(&args, &vms_dir) else {
+        for p in rds_vmm::process::list() {
+            let Some(id) = self.inner.backend.owner_of(&p, &vms_dir) else {
                 continue;
             };
             if live.contains(&id) {
                 continue;
             }
-            tracing::warn!(pid, vm_id = %id, cmd = %args.first().map(String::as_str).unwrap_or(""), "killing an orphan VMM process");
-            rds_vmm::process::signal(pid, libc::SIGKILL);
-            killed.push(pid);
+            let cmd = p.args.first().map(String::as_str).unwrap_or("");
+            tracing::warn!(pid = p.pid, vm_id = %id, cmd, "killing an orphan VMM process");
+            rds_vmm::process::signal(p.pid, libc::SIGKILL);
+            killed.push(p.pid);
         }
         for &pid in &killed {
             // Reaps it when it is our child (a manager restarted in-process); bounded either way.
@@ -340,94 +339,5 @@ impl VmService {
                 }
             }
         }
-    }
-}
-
-/// Every process's pid and argument vector (unreadable ones skipped; our own process excluded).
-fn processes() -> Vec<(u32, Vec<String>)> {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter_map(|pid| {
-            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let args: Vec<String> = raw
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            (!args.is_empty()).then_some((pid, args))
-        })
-        .collect()
-}
-
-/// The VM a process belongs to if it carries this manager's marker: QEMU's `-name rds-<id>`
-/// together with a path under `vms_dir`, or a vsock helper whose `--socket` lies under `vms_dir`.
-fn orphan_vm_id(args: &[String], vms_dir: &Path) -> Option<String> {
-    let prefix = format!("{}/", vms_dir.display());
-    let id_under = |path: &str| -> Option<String> {
-        let rest = path.strip_prefix(&prefix)?;
-        let id = rest.split('/').next()?;
-        (!id.is_empty()).then(|| id.to_string())
-    };
-    let after = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-    };
-    if let Some(name) = after("-name") {
-        let id = name.strip_prefix("rds-")?;
-        let ours = args.iter().any(|a| a.contains(&prefix));
-        return ours.then(|| id.to_string());
-    }
-    if let Some(sock) = after("--socket") {
-        return id_under(sock);
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn orphan_markers() {
-        let vms = Path::new("/srv/rds/vms");
-        let qemu = v(&[
-            "qemu-system-x86_64",
-            "-name",
-            "rds-abc",
-            "-drive",
-            "id=disk,file=/srv/rds/vms/abc/disk.ext4,format=raw",
-        ]);
-        assert_eq!(orphan_vm_id(&qemu, vms).as_deref(), Some("abc"));
-        // Another manager's QEMU (other storage root) is not ours.
-        let other = v(&[
-            "qemu-system-x86_64",
-            "-name",
-            "rds-abc",
-            "-drive",
-            "file=/other/vms/abc/disk.ext4",
-        ]);
-        assert_eq!(orphan_vm_id(&other, vms), None);
-        let helper = v(&[
-            "vhost-device-vsock",
-            "--guest-cid",
-            "10002",
-            "--socket",
-            "/srv/rds/vms/xyz/run/vhost.sock",
-            "--uds-path",
-            "/srv/rds/vms/xyz/run/v.sock",
-        ]);
-        assert_eq!(orphan_vm_id(&helper, vms).as_deref(), Some("xyz"));
-        let foreign = v(&["vhost-device-vsock", "--socket", "/tmp/x/vhost.sock"]);
-        assert_eq!(orphan_vm_id(&foreign, vms), None);
-        assert_eq!(orphan_vm_id(&v(&["bash", "-c", "true"]), vms), None);
     }
 }

@@ -34,11 +34,7 @@ impl futures::Stream for LineStream {
 
 /// The longest head of `s` of at most `max` bytes that ends on a character boundary.
 fn head(s: &str, max: usize) -> &str {
-    let mut end = max.min(s.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    &s[..s.floor_char_boundary(max)]
 }
 
 /// What a streamed call was, for its exec-log entry and event once it ends.

@@ -7,6 +7,7 @@
 
 mod clone;
 pub mod snapshots;
+pub mod spool;
 
 pub use clone::{can_reflink, clone_file, CloneMode};
 pub use snapshots::{allocated_bytes, FsUsage};

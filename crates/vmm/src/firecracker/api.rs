@@ -135,19 +135,7 @@ pub fn fault_message(body: &[u8]) -> String {
     } else {
         text
     };
-    cut(text, MAX_FAULT)
-}
-
-pub fn cut(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut at = max;
-        while !s.is_char_boundary(at) {
-            at -= 1;
-        }
-        s.truncate(at);
-        s.push('…');
-    }
-    s
+    crate::fsutil::ellipsize(text, MAX_FAULT)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! the jailer adds (the binary, `dev/`, the pid file) and Firecracker's sockets. Paths inside are
 //! jail-relative (`/vmlinux`), as Firecracker sees them.
 
+use crate::fsutil::check_socket_path;
 use crate::VmmError;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -22,9 +22,6 @@ pub const VSOCK: &str = "/v.sock";
 pub const MEM_SNAP: &str = "/mem.snap";
 pub const VMSTATE_SNAP: &str = "/vmstate.snap";
 
-/// `sun_path` holds 108 bytes including the terminating NUL.
-pub const MAX_SOCKET_PATH: usize = 107;
-
 /// A jail on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Jail {
@@ -33,6 +30,14 @@ pub struct Jail {
     /// `<dir>/root`: the VMM's `/`.
     pub root: PathBuf,
     exec_name: String,
+}
+
+/// The VM of a Firecracker process whose root (`/proc/<pid>/root`) is `root`: the jailer starts it
+/// with `--id <id>` chrooted into `<base>/<exec name>/<id>/root`, which only this manager's jails
+/// (its `JAILER_CHROOT_BASE_DIR`) match.
+pub fn owner(args_id: Option<&str>, root: &Path, base: &Path, exec_name: &str) -> Option<String> {
+    let id = args_id.filter(|id| !id.is_empty() && !id.contains('/'))?;
+    (Jail::new(base, exec_name, id).root == root).then(|| id.to_string())
 }
 
 impl Jail {
@@ -77,17 +82,6 @@ pub fn listener(sock: &Path) -> PathBuf {
     let mut s = sock.as_os_str().to_os_string();
     s.push("_65535");
     PathBuf::from(s)
-}
-
-pub fn check_socket_path(path: &Path) -> Result<(), VmmError> {
-    let len = path.as_os_str().as_bytes().len();
-    if len > MAX_SOCKET_PATH {
-        return Err(VmmError::SocketPathTooLong {
-            path: path.to_path_buf(),
-            len,
-        });
-    }
-    Ok(())
 }
 
 /// What may be done when a hard link would cross filesystems.
@@ -164,6 +158,25 @@ mod tests {
     use super::*;
 
     const UUID: &str = "6f1d2c1e-8f0a-4b8e-9a57-0c2f7d3b9e11";
+
+    #[test]
+    fn a_firecracker_belongs_to_the_jail_it_runs_in() {
+        let base = Path::new("/srv/rds/jailer");
+        let root = base.join("firecracker").join(UUID).join("root");
+        assert_eq!(
+            owner(Some(UUID), &root, base, "firecracker").as_deref(),
+            Some(UUID)
+        );
+        // Another manager's jails, another id than its root says, or no id at all: not ours.
+        assert_eq!(
+            owner(Some(UUID), &root, Path::new("/other/jailer"), "firecracker"),
+            None
+        );
+        assert_eq!(owner(Some("0000"), &root, base, "firecracker"), None);
+        assert_eq!(owner(None, &root, base, "firecracker"), None);
+        assert_eq!(owner(Some("../x"), &root, base, "firecracker"), None);
+        assert_eq!(owner(Some(UUID), Path::new("/"), base, "firecracker"), None);
+    }
 
     #[test]
     fn paths_follow_the_jailer_naming() {

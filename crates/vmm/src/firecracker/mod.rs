@@ -186,7 +186,7 @@ impl FirecrackerBackend {
         check_vm_id(spec_id)?;
         let jail = self.jail(spec_id);
         jail.check_socket_paths()?;
-        jail::check_socket_path(&jail::listener(&crate::agent_socket(run_dir)))?;
+        crate::fsutil::check_socket_path(&jail::listener(&crate::agent_socket(run_dir)))?;
         Ok(jail)
     }
 
@@ -559,6 +559,18 @@ impl VmmBackend for FirecrackerBackend {
         ];
         crate::select::check_executables(&programs)?;
         crate::elf::check_static(&programs)
+    }
+
+    fn owner_of(&self, process: &crate::process::HostProcess, _vms_dir: &Path) -> Option<String> {
+        // Its command line holds only jail paths; its root says which jail it runs in.
+        let root = std::fs::read_link(format!("/proc/{}/root", process.pid)).ok()?;
+        let base = &self.cfg.chroot_base_dir;
+        jail::owner(
+            process.arg_after("--id"),
+            &root,
+            base,
+            &self.cfg.exec_name(),
+        )
     }
 
     /// Clears leftovers (an old Firecracker of this id, its jail, cgroup and drains), builds the jail,

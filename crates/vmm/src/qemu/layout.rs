@@ -1,16 +1,13 @@
 //! Names of the files in a QEMU VM's run directory (its chroot) and `logs/`
 //! (`docs/reference/vmm-backends.md` §6).
 
+use crate::fsutil::check_socket_path;
 use crate::{VmRuntime, VmSpec, VmmError, LOG_CONSOLE, LOG_VMM, LOG_VMM_STDERR};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Name of the hard link to the writable disk inside the run directory, QEMU's working directory
 /// and chroot.
 pub(crate) const DISK_LINK: &str = "disk.ext4";
-
-/// `sun_path` holds 108 bytes including the terminating NUL.
-pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
@@ -80,17 +77,6 @@ impl Layout {
         }
         Ok(())
     }
-}
-
-pub(crate) fn check_socket_path(path: &Path) -> Result<(), VmmError> {
-    let len = path.as_os_str().as_bytes().len();
-    if len > MAX_SOCKET_PATH {
-        return Err(VmmError::SocketPathTooLong {
-            path: path.to_path_buf(),
-            len,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

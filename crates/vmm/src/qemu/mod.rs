@@ -13,6 +13,7 @@ mod helper;
 mod layout;
 mod memory;
 mod migrate;
+mod owner;
 mod qmp;
 mod vsock;
 
@@ -306,6 +307,10 @@ impl VmmBackend for QemuBackend {
             ("QEMU_BIN", &self.cfg.qemu_bin),
             ("VHOST_VSOCK_BIN", &self.cfg.vhost_vsock_bin),
         ])
+    }
+
+    fn owner_of(&self, process: &crate::process::HostProcess, vms_dir: &Path) -> Option<String> {
+        owner::owner_of(process, vms_dir)
     }
 
     async fn prepare(&self, spec: &VmSpec) -> Result<(), VmmError> {

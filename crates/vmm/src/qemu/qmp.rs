@@ -236,16 +236,8 @@ fn protocol(message: String) -> VmmError {
     }
 }
 
-fn truncate(mut s: String) -> String {
-    if s.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
+fn truncate(s: String) -> String {
+    crate::fsutil::ellipsize(s, MAX_MESSAGE)
 }
 
 #[cfg(test)]

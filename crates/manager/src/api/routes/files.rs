@@ -7,13 +7,12 @@ use crate::api::extract::VmId;
 use crate::api::schema::ErrorBody;
 use crate::api::AppState;
 use crate::lifecycle::LifecycleError;
+use crate::storage::spool::{self, SpoolError};
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use std::collections::HashMap;
-use tokio::io::AsyncWriteExt;
 
 const UPLOAD_LIMIT: u64 = 10 * 1024 * 1024;
 const UPLOAD_TYPES: [&str; 3] = [
@@ -21,15 +20,6 @@ const UPLOAD_TYPES: [&str; 3] = [
     "application/x-gzip",
     "application/octet-stream",
 ];
-
-/// Removes the spool file however the request ends.
-struct Spool(std::path::PathBuf);
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 #[utoipa::path(post, path = "/vms/{id}/files/upload", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
     params(("id" = uuid::Uuid, Path, description = "VM id (UUID v4)"), ("dest" = String, Query, description = "Directory under /workspace")),
@@ -68,28 +58,14 @@ pub async fn upload(
             rds_protocol::files::messages::INVALID_UPLOAD
         ))
     })?;
-    let spool = Spool(
-        st.vms
-            .spool_dir()
-            .join(format!("upload-{}", uuid::Uuid::new_v4())),
-    );
-    let mut file = tokio::fs::File::create(&spool.0)
+    let path = st
+        .vms
+        .spool_dir()
+        .join(format!("upload-{}", uuid::Uuid::new_v4()));
+    let (spooled, len) = spool::spool(req.into_body().into_data_stream(), path, UPLOAD_LIMIT)
         .await
-        .map_err(|e| spool_error(e, "create"))?;
-    let mut len = 0u64;
-    let mut body = req.into_body().into_data_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload body: {e}")))?;
-        len += chunk.len() as u64;
-        if len > UPLOAD_LIMIT {
-            return Err(ApiError::too_large("Body too large"));
-        }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| spool_error(e, "write"))?;
-    }
-    file.flush().await.map_err(|e| spool_error(e, "flush"))?;
-    let file = tokio::fs::File::open(&spool.0)
+        .map_err(spool_error)?;
+    let file = tokio::fs::File::open(spooled.path())
         .await
         .map_err(|e| ApiError::internal(format!("spool reopen: {e}")))?;
     st.vms
@@ -100,12 +76,14 @@ pub async fn upload(
 }
 
 /// A full `STORAGE_ROOT` is the caller's 507, like every other write that does not fit; the spool
-/// file goes with its guard.
-fn spool_error(e: std::io::Error, step: &str) -> ApiError {
-    if e.raw_os_error() == Some(libc::ENOSPC) {
-        return LifecycleError::NoSpace.into();
+/// file is gone already.
+fn spool_error(e: SpoolError) -> ApiError {
+    match e {
+        SpoolError::TooLarge(_) => ApiError::too_large("Body too large"),
+        SpoolError::Body(m) => ApiError::bad_request(format!("upload body: {m}")),
+        SpoolError::NoSpace => LifecycleError::NoSpace.into(),
+        e @ SpoolError::Io { .. } => ApiError::internal(e.to_string()),
     }
-    ApiError::internal(format!("spool {step}: {e}"))
 }
 
 #[utoipa::path(get, path = "/vms/{id}/files/download", tag = "vms", security(("ApiKeyAuth" = []), ("SessionCookie" = [])),
