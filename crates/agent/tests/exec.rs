@@ -4,13 +4,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{is_root, processes_with, Agent};
+use common::{processes_with, Agent};
 use serde_json::json;
 
 macro_rules! require_root {
     () => {
-        if !is_root() {
-            eprintln!("skipped: needs root to drop to uid 1000");
+        if !common::root_or_skip(module_path!()) {
             return;
         }
     };

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::{is_root, Agent, Reply};
+use common::{Agent, Reply};
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -16,8 +16,7 @@ use sha2::{Digest, Sha256};
 
 macro_rules! require_root {
     () => {
-        if !is_root() {
-            eprintln!("SKIP {}: needs root to drop to uid 1000", module_path!());
+        if !common::root_or_skip(module_path!()) {
             return;
         }
     };

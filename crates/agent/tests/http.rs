@@ -80,8 +80,7 @@ fn oversized_bodies_get_413() {
 
 #[test]
 fn too_many_concurrent_execs_get_429() {
-    if !is_root() {
-        eprintln!("skipped: needs root to drop to uid 1000");
+    if !common::root_or_skip("too_many_concurrent_execs_get_429") {
         return;
     }
     let agent = std::sync::Arc::new(Agent::start("429"));

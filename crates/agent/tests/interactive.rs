@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{is_root, wait_until, Agent};
+use common::{wait_until, Agent};
 use rds_protocol::pty::{Exit, Frame, FrameReader, Kind, Open, Size};
 use serde_json::{json, Value};
 
@@ -124,8 +124,7 @@ fn exit_frame(s: &mut UnixStream, r: &mut FrameReader) -> Exit {
 
 #[test]
 fn terminals_run_a_login_shell_that_follows_resizes() {
-    if !is_root() {
-        eprintln!("SKIP terminals_run_a_login_shell_that_follows_resizes: needs root");
+    if !common::root_or_skip("terminals_run_a_login_shell_that_follows_resizes") {
         return;
     }
     let agent = Agent::start("pty");
@@ -212,8 +211,7 @@ fn call(agent: &Agent, method: &str, path: &str, body: Value) -> (u16, Value) {
 
 #[test]
 fn background_processes_take_stdin_signals_and_keep_output() {
-    if !is_root() {
-        eprintln!("SKIP background_processes_take_stdin_signals_and_keep_output: needs root");
+    if !common::root_or_skip("background_processes_take_stdin_signals_and_keep_output") {
         return;
     }
     let agent = Agent::start("processes");

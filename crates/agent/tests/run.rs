@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{is_root, Agent};
+use common::Agent;
 use serde_json::{json, Value};
 
 fn on_path(program: &str) -> bool {
@@ -105,8 +105,7 @@ fn run_js_records_results() {
         eprintln!("SKIP run_js_records_results: node is not installed on this host");
         return;
     }
-    if !is_root() {
-        eprintln!("SKIP run_js_records_results: needs root to drop to uid 1000");
+    if !common::root_or_skip("run_js_records_results") {
         return;
     }
     let agent = Agent::start("run-js");
@@ -213,8 +212,7 @@ fn run_ts_records_results() {
         eprintln!("SKIP run_ts_records_results: deno is not installed on this host");
         return;
     }
-    if !is_root() {
-        eprintln!("SKIP run_ts_records_results: needs root to drop to uid 1000");
+    if !common::root_or_skip("run_ts_records_results") {
         return;
     }
     let agent = Agent::start("run-ts");

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{is_root, Agent};
+use common::Agent;
 use serde_json::{json, Value};
 
 fn post(agent: &Agent, path: &str, body: Value) -> (u16, String) {
@@ -126,15 +126,13 @@ fn in_netns(pid: u32, args: &[&str]) -> String {
 /// Firewall and network configuration in a namespace of the test's own.
 #[test]
 fn firewall_and_network_in_a_private_namespace() {
-    if !is_root() {
-        eprintln!("SKIP firewall_and_network_in_a_private_namespace: needs root");
+    let test = "firewall_and_network_in_a_private_namespace";
+    if !common::root_or_skip(test) {
         return;
     }
     let probe = Command::new("unshare").args(["-n", "-u", "true"]).status();
-    if !probe.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "SKIP firewall_and_network_in_a_private_namespace: cannot create namespaces here"
-        );
+    if !probe.is_ok_and(|s| s.success()) && rds_testkit::skip(test, "cannot create namespaces here")
+    {
         return;
     }
     let agent = Agent::start_in("system-netns", &["unshare", "-n", "-u", "--"]);
@@ -218,8 +216,7 @@ fn firewall_and_network_in_a_private_namespace() {
 
 #[test]
 fn entropy_reseed_writes_a_new_machine_id() {
-    if !is_root() {
-        eprintln!("SKIP entropy_reseed_writes_a_new_machine_id: needs root");
+    if !common::root_or_skip("entropy_reseed_writes_a_new_machine_id") {
         return;
     }
     let agent = Agent::start("system-entropy");

@@ -467,9 +467,13 @@ async fn overview_reports_host_figures() {
         let a = admin::login(&tm).await;
         admin::create_key(&tm, &a, "overview").await
     };
-    // The CPU sampler needs two samples 500 ms apart.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let r = with_key(&tm, &key, "/v1/admin/overview").await;
+    // The CPU sampler needs two samples 500 ms apart: poll until it has them.
+    let r = rds_testkit::wait_until(Duration::from_secs(10), || async {
+        let r = with_key(&tm, &key, "/v1/admin/overview").await;
+        r.json["cpu"]["usagePct"].is_number().then_some(r)
+    })
+    .await
+    .expect("usagePct within 10 s");
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     let o = &r.json;
     assert_eq!(o["counts"]["activeVms"], 0, "{o}");
@@ -477,7 +481,7 @@ async fn overview_reports_host_figures() {
     assert_eq!(o["cpu"]["usedCores"], 0, "{o}");
     let cores = std::thread::available_parallelism().unwrap().get() as u64;
     assert_eq!(o["cpu"]["capacityCores"], cores, "{o}");
-    let usage = o["cpu"]["usagePct"].as_f64().expect("usagePct after 1 s");
+    let usage = o["cpu"]["usagePct"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&usage), "{o}");
     let mem_total = o["memory"]["capacityBytes"].as_u64().unwrap();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();

@@ -21,6 +21,12 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// False (after `SKIP <test>: …`) when not root, which tests that drop to uid 1000 need; under
+/// `RDS_REQUIRE_E2E=1` (CI) a missing root fails the test instead, like every other prerequisite.
+pub fn root_or_skip(test: &str) -> bool {
+    is_root() || !rds_testkit::skip(test, "needs root to drop to uid 1000")
+}
+
 /// Polls `f` until it returns `Some`, or panics after `deadline`.
 pub fn wait_until<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + deadline;
