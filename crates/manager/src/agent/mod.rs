@@ -8,6 +8,8 @@
 mod connect;
 mod download;
 mod error;
+#[cfg(test)]
+mod hostile;
 mod upgrade;
 
 pub use download::Download;
