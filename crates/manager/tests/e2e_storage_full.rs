@@ -1,6 +1,7 @@
 //! `STORAGE_ROOT` full (a small tmpfs, filled with fallocate): a file upload answers 507 (it used
-//! to be a 500), no spool file stays behind, the manager keeps serving, and uploads and creates work
-//! once space is freed. Images live outside the tmpfs (`IMAGES_DIR`): the built-in
+//! to be a 500) and a create 507 before anything is made, no spool file stays behind, the manager
+//! keeps serving, and uploads and creates work once space is freed; an image part upload into a
+//! full `IMAGES_DIR` answers 507 with nothing half-written and works once space is freed. Images live outside the tmpfs (`IMAGES_DIR`): the built-in
 //! image is cloned there at start, which a tmpfs cannot take.
 //!
 //! Tests of this file run one at a time; run them under the e2e lock:
@@ -86,6 +87,13 @@ async fn full_storage_answers_507_and_recovers() {
     // Still serving.
     let r = tm.exec(&id, json!({"cmd": "echo alive"})).await;
     assert_eq!(r.json["stdout"], "alive\n", "{}", r.json);
+    // A create is refused before anything is made (its sparse disk would fit, its guest would not).
+    let create = json!({"cpu": 1, "memMb": 256, "diskSizeMb": 64});
+    let r = tm.call(Method::POST, "/v1/vms", Some(create)).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{}", r.json);
+    assert_eq!(r.json["message"], "Not enough free space in STORAGE_ROOT");
+    assert_eq!(tm.ids("/v1/vms").await, vec![id.clone()], "no VM row");
+    assert_eq!(common::vm_dirs(&tm), vec![id.clone()], "no VM directory");
 
     // Space freed: the same calls work.
     std::fs::remove_file(&fill).unwrap();
@@ -104,4 +112,82 @@ async fn full_storage_answers_507_and_recovers() {
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
     }
+}
+
+/// An image part upload into a full `IMAGES_DIR` (here under `STORAGE_ROOT`, a 200 MiB tmpfs): 507,
+/// nothing half-written (no staging file, no image folder, the image still without a kernel), the
+/// manager keeps serving, and the same upload works once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_storage_refuses_an_image_upload_and_recovers() {
+    let Some(vhost) = common::manager_prerequisites("full_storage_image_upload") else {
+        return;
+    };
+    let Ok(built) = rds_testkit::guest_image() else {
+        rds_testkit::skip(
+            "full_storage_image_upload",
+            "no guest image (its kernel is uploaded)",
+        );
+        return;
+    };
+    let kernel = std::fs::read(&built.kernel).unwrap();
+    let opts = Opts {
+        storage_tmpfs_mb: Some(200),
+        ..Opts::default()
+    };
+    let tm = TestManager::start_with(None, &vhost, &[("WARM_POOL_MAX_VMS", "0")], opts).await;
+    let r = tm
+        .call(
+            Method::POST,
+            "/v1/images",
+            Some(json!({"name": "full", "description": "upload into a full disk"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let image = r.json["id"].as_str().unwrap().to_string();
+    let root = tm.storage();
+    let fill = root.join("tmp/fill");
+    std::fs::create_dir_all(fill.parent().unwrap()).unwrap();
+    let ok = std::process::Command::new("fallocate")
+        .args(["-l", &(avail(&root) - (4 << 20)).to_string()])
+        .arg(&fill)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "fallocate");
+
+    let path = format!("/v1/images/{image}/kernel");
+    let r = tm.put_bytes(&path, kernel.clone()).await;
+    println!(
+        "kernel upload into {} free bytes: {} {}",
+        avail(&root),
+        r.status,
+        r.json
+    );
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{}", r.json);
+    assert_eq!(r.json["message"], "Not enough free space in STORAGE_ROOT");
+    let images_dir = root.join("images");
+    let staged: Vec<_> = std::fs::read_dir(images_dir.join(".staging"))
+        .unwrap()
+        .collect();
+    assert!(staged.is_empty(), "staging files left: {staged:?}");
+    assert!(
+        !images_dir.join(&image).exists(),
+        "an image folder was made"
+    );
+    let r = tm
+        .call(Method::GET, &format!("/v1/images/{image}"), None)
+        .await;
+    assert_eq!(r.json["hasKernel"], false, "{}", r.json);
+    assert_eq!(
+        tm.call(Method::GET, "/v1/vms", None).await.status,
+        StatusCode::OK
+    );
+
+    std::fs::remove_file(&fill).unwrap();
+    let r = tm.put_bytes(&path, kernel).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
+    let r = tm
+        .call(Method::GET, &format!("/v1/images/{image}"), None)
+        .await;
+    assert_eq!(r.json["hasKernel"], true, "{}", r.json);
 }

@@ -46,6 +46,10 @@ struct Plan {
 }
 
 /// A failed provisioning step, with what was launched so far for the cleanup.
+/// Space `STORAGE_ROOT` must have left for a create: a guest's first boot writes its journal,
+/// logs and the files it is given.
+pub const CREATE_FREE_FLOOR: u64 = 64 * 1024 * 1024;
+
 pub(super) struct Failed {
     pub reason: String,
     pub cause: BootFailure,
@@ -75,6 +79,7 @@ impl VmService {
     #[tracing::instrument(name = "vm.create", skip_all, fields(vm_id = tracing::field::Empty))]
     pub async fn create(&self, req: CreateVm) -> Result<VmRecord, LifecycleError> {
         let plan = self.plan_create(&req).await?;
+        self.check_create_space().await?;
         if plan.source.is_none() {
             let taken = self.take_from_pool(&req, &plan.image, plan.disk_size_mb);
             if let Some(vm) = taken.await? {
@@ -142,6 +147,27 @@ impl VmService {
         }
         self.pool_wanted();
         self.get(&vm.id).await
+    }
+
+    /// 507 before anything is made when `STORAGE_ROOT` has less than [`CREATE_FREE_FLOOR`] left:
+    /// disks are sparse, so a create would succeed on a full host and its guest would meet write
+    /// errors from its first boot on.
+    async fn check_create_space(&self) -> Result<(), LifecycleError> {
+        let free = self.inner.storage.free_bytes().await;
+        match free {
+            Ok(free) if free < CREATE_FREE_FLOOR => {
+                tracing::warn!(
+                    free,
+                    floor = CREATE_FREE_FLOOR,
+                    "create refused: STORAGE_ROOT full"
+                );
+                Err(LifecycleError::NoSpace)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(LifecycleError::Internal(format!(
+                "free space of STORAGE_ROOT: {e}"
+            ))),
+        }
     }
 
     /// Image, snapshot and disk size, checked in the order of `docs/reference/api.md` §3.3: lookups
