@@ -159,6 +159,47 @@ async fn manager(
     (tm, inet)
 }
 
+/// 1,000 DNS queries sent as fast as the guest can to the forwarder: at most its burst (100) plus
+/// 100 per second of sending are answered, the rest dropped, and the guest still resolves after.
+async fn dns_flood_is_rate_limited(tm: &TestManager, id: &str) {
+    let gateway = tm.settings.vm_subnet.gateway();
+    let script = format!(
+        r#"perl <<'EOF'
+use Socket; use Time::HiRes qw(time);
+socket(S, PF_INET, SOCK_DGRAM, 0) or die "socket: $!";
+my $to = sockaddr_in(53, inet_aton("{gateway}"));
+my $q = pack("n6", 0, 0x0100, 1, 0, 0, 0) . "\x07example\x04test\x00" . pack("n2", 1, 1);
+my ($sent, $got) = (0, 0);
+my $t0 = time;
+for my $i (1 .. 1000) {{ substr($q, 0, 2) = pack("n", $i); $sent++ if send(S, $q, 0, $to); }}
+my $secs = time - $t0;
+my $rin = ''; vec($rin, fileno(S), 1) = 1;
+while (select(my $r = $rin, undef, undef, 1.5)) {{ recv(S, my $buf, 512, 0); $got++; }}
+printf "%d %d %.3f\n", $sent, $got, $secs;
+EOF"#
+    );
+    let p = sh(tm, id, &script).await;
+    assert_eq!(p.code, 0, "{p:?}");
+    let f: Vec<f64> = p
+        .stdout
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let (sent, answered, secs) = (f[0], f[1], f[2]);
+    println!("DNS flood: {sent} sent in {secs:.3} s, {answered} answered");
+    assert_eq!(sent, 1000.0, "{p:?}");
+    assert!(answered >= 1.0, "the forwarder answers within its rate");
+    let bound = 100.0 + 100.0 * secs + 10.0;
+    assert!(answered <= bound, "{answered} answers, more than {bound}");
+    assert!(answered < sent, "nothing was dropped");
+    // The bucket refills: the guest resolves again.
+    let again = rds_testkit::wait_until(std::time::Duration::from_secs(10), || async {
+        (resolve(tm, id).await.code == 0).then_some(())
+    })
+    .await;
+    assert!(again.is_some(), "resolves after the flood");
+}
+
 /// The host rules alone (`GUEST_FIREWALL=false`) enforce the whole policy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_rules_alone_enforce_the_policy() {
@@ -201,6 +242,7 @@ async fn host_rules_alone_enforce_the_policy() {
     let d = resolve(&tm, &b).await;
     assert_eq!(d.code, 0, "B resolves through the forwarder: {d:?}");
     assert!(d.stdout.starts_with(&INET_A.to_string()), "{d:?}");
+    dns_flood_is_rate_limited(&tm, &b).await;
 
     // VMs never reach each other (a port nobody listens on would answer RST if reachable).
     assert_blocked(&curl(&tm, &a, &format!("http://{ip_b}:1/")).await, "A → B");
