@@ -10,7 +10,8 @@
 //!   running manager's back leaves RUNNING within 2 s and its helper and TAP are freed.
 //! - `kill -9` in the middle of a create (during the boot), a stop (during the guest's flush) and
 //!   a destroy: after each restart every VM is RUNNING, STOPPED or ERROR, RUNNING ones answer, and
-//!   no process, TAP, host rule or directory is left that no VM owns.
+//!   no process, TAP, host rule or directory is left that no VM owns; and in the middle of an image
+//!   upload: the image is unchanged and no staging file survives the restart.
 
 mod common;
 
@@ -650,10 +651,10 @@ async fn consistent(h: &Harness) -> Result<Vec<String>, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_operations_leaves_allowed_states_and_nothing_orphaned() {
     let test = "kill_9_during_operations_leaves_allowed_states_and_nothing_orphaned";
-    let Some((image, vhost)) = common::guest_prerequisites(test) else {
+    let Some((image_files, vhost)) = common::guest_prerequisites(test) else {
         return;
     };
-    let mut h = Harness::new(Some(&image), &vhost, "rds-e2e-kill").await;
+    let mut h = Harness::new(Some(&image_files), &vhost, "rds-e2e-kill").await;
     // Cold boots: a create then takes seconds, a window to kill the manager in.
     h.env.insert("WARM_POOL_MAX_VMS".into(), "0".into());
     h.env.insert("ENABLE_SNAPSHOTS".into(), "false".into());
@@ -713,6 +714,56 @@ async fn kill_9_during_operations_leaves_allowed_states_and_nothing_orphaned() {
             assert_eq!(h.exec(id, "echo alive").await, "alive\n");
         }
     }
+    // An image part upload: 2 MB of a declared 64 MB sent, then the manager is killed.
+    let (status, body) = h
+        .call(
+            "POST",
+            "/v1/images",
+            Some(json!({"name": "cut", "description": "upload cut by kill -9"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let image = body["id"].as_str().unwrap().to_string();
+    let staging = h.dir.path().join("s/images/.staging");
+    let head = format!(
+        "PUT /v1/images/{image}/kernel HTTP/1.1\r\nhost: x\r\nx-api-key: {KEY}\r\n\
+         content-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+        64 << 20
+    );
+    // The head of a real kernel, so the receiver's format check keeps the bytes.
+    let mut chunk = std::fs::read(&image_files.kernel).unwrap();
+    chunk.truncate(2 << 20);
+    let upload = h.rt.run(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", PORT))
+            .await
+            .unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    });
+    let kill = async {
+        let staged = rds_testkit::wait_until(Duration::from_secs(10), || async {
+            let n = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+            (n > 0).then_some(n)
+        })
+        .await
+        .expect("a staging file while the upload runs");
+        println!("image upload: {staged} staging file(s) when the manager is killed");
+        m.signal(libc::SIGKILL)
+    };
+    let ((), exit) = tokio::join!(upload, kill);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&exit),
+        Some(9)
+    );
+    let mut m = h.manager("kill-image.log").await;
+    let left: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
+    assert!(left.is_empty(), "staging files after the restart: {left:?}");
+    let (_, img) = h.call("GET", &format!("/v1/images/{image}"), None).await;
+    assert_eq!(img["hasKernel"], false, "{img}");
+    assert!(!h.dir.path().join("s/images").join(&image).exists());
+
     let (_, list) = h.call("GET", "/v1/vms", None).await;
     for v in list.as_array().unwrap() {
         let id = v["id"].as_str().unwrap();
