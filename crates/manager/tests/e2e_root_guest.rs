@@ -3,8 +3,10 @@
 //! that runs as root in place of the agent at the next boot, flushes the guest's own firewall, and
 //! tries what the host's boundary must still refuse: writing the read-only base image, writing
 //! past the end of its own disk, and reaching the metadata address, the manager's port, another
-//! host port and another VM. Then it starts the real agent, which answers as before, and on the
-//! test's word panics the guest kernel while it runs: the VM becomes STOPPED with `lastError`.
+//! host port and another VM. Then it starts the real agent, which answers as before; on the test's
+//! word it freezes the agent for 20 s (an exec answers 504 at its deadline, the agent answers
+//! again after) and then panics the guest kernel while it runs: the VM becomes STOPPED with
+//! `lastError`.
 //!
 //! Run under the e2e lock: `flock /tmp/rds-e2e.lock cargo test -p rds-manager --test e2e_root_guest`.
 
@@ -73,7 +75,12 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
     echo done
   } > /workspace/.root-probe 2>&1
   mv /workspace/.root-probe /workspace/root-probe.txt
-  # Later, on the test's word: a guest kernel panic while running.
+  # On the test's word: the agent frozen for 20 s ($$ is the agent: the script exec'd into it).
+  until [ -e /workspace/freeze-now ]; do sleep 0.2; done
+  kill -STOP $$
+  sleep 20
+  kill -CONT $$
+  # Then, on the test's word: a guest kernel panic while running.
   until [ -e /workspace/panic-now ]; do sleep 0.2; done
   echo c > /proc/sysrq-trigger
 ) &
@@ -85,7 +92,9 @@ async fn root_in_a_guest_stays_inside_its_vm() {
     let Some((image, vhost)) = common::guest_prerequisites("root_in_a_guest") else {
         return;
     };
-    let tm = TestManager::start(Some(&image), &vhost, &[("WARM_POOL_MAX_VMS", "0")]).await;
+    // A short vsock timeout: a call to the frozen agent ends at max(it, timeoutMs + 5 s).
+    let extra = [("WARM_POOL_MAX_VMS", "0"), ("VSOCK_TIMEOUT_MS", "3000")];
+    let tm = TestManager::start(Some(&image), &vhost, &extra).await;
     let a = tm
         .create_vm(json!({"cpu": 1, "memMb": 256, "diskSizeMb": 128}))
         .await;
@@ -185,6 +194,25 @@ async fn root_in_a_guest_stays_inside_its_vm() {
     );
     assert_eq!(sh(&tm, &a, "echo agent").await, "agent\n");
     assert_eq!(sh(&tm, &b, "echo other").await, "other\n");
+
+    // The agent frozen inside the guest (SIGSTOP from root): an exec answers 504 at its deadline
+    // and the agent answers again once it runs on.
+    sh(&tm, &a, "touch /workspace/freeze-now").await;
+    let frozen = rds_testkit::wait_until(Duration::from_secs(30), || async {
+        let r = tm
+            .exec(&a, json!({"cmd": "echo thawed", "timeoutMs": 1000}))
+            .await;
+        (r.status == StatusCode::GATEWAY_TIMEOUT).then_some(r.json)
+    })
+    .await
+    .expect("an exec to the frozen agent times out");
+    println!("exec to the frozen agent: 504 {frozen}");
+    let thawed = rds_testkit::wait_until(Duration::from_secs(60), || async {
+        let r = tm.exec(&a, json!({"cmd": "echo thawed"})).await;
+        (r.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert!(thawed.is_some(), "the agent answers after SIGCONT");
 
     // The guest kernel panics while running (root writes `c` to /proc/sysrq-trigger): the guest
     // reboots (`panic=1`), QEMU exits (`-no-reboot`), and the VM becomes STOPPED with lastError,
