@@ -30,6 +30,20 @@ fn avail(root: &Path) -> u64 {
         .unwrap()
 }
 
+/// Fills `root`'s filesystem with one file (returned) until `leave` bytes are free.
+fn fill(root: &Path, leave: u64) -> std::path::PathBuf {
+    let fill = root.join("tmp/fill");
+    std::fs::create_dir_all(fill.parent().unwrap()).unwrap();
+    let ok = std::process::Command::new("fallocate")
+        .args(["-l", &(avail(root) - leave).to_string()])
+        .arg(&fill)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "fallocate");
+    fill
+}
+
 /// Every file under `dir` whose name contains `part` (a leftover of an interrupted write).
 fn files_named(dir: &Path, part: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -63,15 +77,7 @@ async fn full_storage_answers_507_and_recovers() {
     let id = tm.create_vm(json!({"cpu": 1, "memMb": 256})).await;
 
     let root = tm.storage();
-    let fill = root.join("tmp/fill");
-    std::fs::create_dir_all(fill.parent().unwrap()).unwrap();
-    let ok = std::process::Command::new("fallocate")
-        .args(["-l", &(avail(&root) - (2 << 20)).to_string()])
-        .arg(&fill)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "fallocate");
+    let fill = fill(&root, 2 << 20);
     println!("STORAGE_ROOT filled: {} bytes free", avail(&root));
 
     // Uploads take at most 10 MiB (spooled under STORAGE_ROOT first): 8 MiB into the 2 MiB left.
@@ -145,15 +151,7 @@ async fn full_storage_refuses_an_image_upload_and_recovers() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     let image = r.json["id"].as_str().unwrap().to_string();
     let root = tm.storage();
-    let fill = root.join("tmp/fill");
-    std::fs::create_dir_all(fill.parent().unwrap()).unwrap();
-    let ok = std::process::Command::new("fallocate")
-        .args(["-l", &(avail(&root) - (4 << 20)).to_string()])
-        .arg(&fill)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "fallocate");
+    let fill = fill(&root, 4 << 20);
 
     let path = format!("/v1/images/{image}/kernel");
     let r = tm.put_bytes(&path, kernel.clone()).await;
