@@ -229,11 +229,7 @@ pub fn wants_ndjson(headers: &HeaderMap) -> bool {
         .get_all(hyper::header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|m| {
-            let mime = m.split(';').next().unwrap_or("").trim();
-            mime.eq_ignore_ascii_case(rds_protocol::stream::NDJSON)
-        })
+        .any(rds_protocol::stream::accepts_ndjson)
 }
 
 /// A 200 streamed reply of JSON lines.

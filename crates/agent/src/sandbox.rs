@@ -35,6 +35,28 @@ pub struct Launch<'a> {
     pub cgroup_procs: Option<&'a Path>,
 }
 
+impl<'a> Launch<'a> {
+    /// The sandbox shell with `args`, as the agent's identity and shell settings say: how exec,
+    /// background processes and warm shells all start.
+    pub fn shell(
+        state: &'a crate::state::AppState,
+        args: &'a [&'a str],
+        env: &'a [(String, String)],
+        cwd: &'a OwnedFd,
+        cgroup_procs: Option<&'a Path>,
+    ) -> Launch<'a> {
+        Launch {
+            program: &state.shell.path,
+            args,
+            env,
+            shell: &state.shell.path,
+            cwd,
+            identity: state.settings.identity,
+            cgroup_procs,
+        }
+    }
+}
+
 /// The environment every sandboxed process starts from, before the caller's own.
 pub fn base_env(shell: &Path) -> Vec<(&'static str, String)> {
     vec![

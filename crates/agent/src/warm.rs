@@ -167,16 +167,7 @@ fn spawn(state: &AppState) -> std::io::Result<Warm> {
     let (read, write) = pipe()?;
     let cgroup = state.cgroups.as_ref().and_then(|c| c.create().ok());
     let procs = cgroup.as_ref().map(|c| c.procs_file());
-    let shell = &state.shell;
-    let launch = Launch {
-        program: &shell.path,
-        args: &["-lc", BOOTSTRAP],
-        env: &[],
-        shell: &shell.path,
-        cwd: &cwd,
-        identity: state.settings.identity,
-        cgroup_procs: procs.as_deref(),
-    };
+    let launch = Launch::shell(state, &["-lc", BOOTSTRAP], &[], &cwd, procs.as_deref());
     let spawned = sandbox::command_with(&launch, Streams::ExecWithJob(read.as_raw_fd()))
         .and_then(|mut c| c.spawn());
     drop(read);

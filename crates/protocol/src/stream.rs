@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 /// The media type of a streamed reply (request `Accept`, reply `Content-Type`).
 pub const NDJSON: &str = "application/x-ndjson";
 
+/// Whether an `Accept` header value (a comma-separated list of media types, parameters ignored)
+/// asks for the streamed form. Agent and manager both decide with this.
+pub fn accepts_ndjson(accept: &str) -> bool {
+    accept.split(',').any(|m| {
+        let mime = m.split(';').next().unwrap_or("").trim();
+        mime.eq_ignore_ascii_case(NDJSON)
+    })
+}
+
 /// `{"type":"stdout"|"stderr","data":…}`: output as it arrives, as UTF-8 text (a character is
 /// never split between two events; invalid bytes become U+FFFD). Nothing more is sent for a
 /// stream once its `OUTPUT_CAP_BYTES` are out; the final event says it was truncated.
@@ -78,6 +87,14 @@ pub fn complete_utf8_len(buf: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_types_are_compared_without_parameters_or_case() {
+        assert!(accepts_ndjson("application/x-ndjson"));
+        assert!(accepts_ndjson("text/html, Application/X-NDJSON; q=0.9"));
+        assert!(!accepts_ndjson("application/json"));
+        assert!(!accepts_ndjson("application/x-ndjsonx, */*"));
+    }
 
     #[test]
     fn split_characters_wait_for_their_rest() {

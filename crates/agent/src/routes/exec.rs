@@ -87,15 +87,7 @@ pub async fn post(
         let procs = cgroup.as_ref().map(|c| c.procs_file());
         let shell = &state.shell;
         let args = [shell.command_flag(), body.cmd.as_str()];
-        let launch = Launch {
-            program: &shell.path,
-            args: &args,
-            env: &env,
-            shell: &shell.path,
-            cwd: &cwd,
-            identity: state.settings.identity,
-            cgroup_procs: procs.as_deref(),
-        };
+        let launch = Launch::shell(&state, &args, &env, &cwd, procs.as_deref());
         let outcome = runner::run(&launch, timeout, cgroup.as_ref(), sink.as_mut()).await;
         if let (Some(sandboxes), Some(cg)) = (&state.cgroups, cgroup) {
             sandboxes.release(cg);

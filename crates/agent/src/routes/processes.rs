@@ -93,15 +93,7 @@ async fn start(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
     let procs = cgroup.as_ref().map(|c| c.procs_file());
     let shell = &state.shell;
     let args = [shell.command_flag(), body.cmd.as_str()];
-    let launch = Launch {
-        program: &shell.path,
-        args: &args,
-        env: &env,
-        shell: &shell.path,
-        cwd: &cwd,
-        identity: state.settings.identity,
-        cgroup_procs: procs.as_deref(),
-    };
+    let launch = Launch::shell(state, &args, &env, &cwd, procs.as_deref());
     let child = match sandbox::command_with(&launch, Streams::Piped).and_then(|mut c| c.spawn()) {
         Ok(c) => c,
         Err(e) => {

@@ -45,11 +45,7 @@ pub(super) fn wants_stream(headers: &HeaderMap) -> bool {
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|m| {
-            let mime = m.split(';').next().unwrap_or("").trim();
-            mime.eq_ignore_ascii_case(rds_protocol::stream::NDJSON)
-        })
+        .any(rds_protocol::stream::accepts_ndjson)
 }
 
 /// A 200 whose body is the call's JSON lines as they come; the duration metric counts until the
