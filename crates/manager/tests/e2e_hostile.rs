@@ -1,6 +1,5 @@
 //! A hostile sandbox user inside a real guest: filling its disk stops at `diskSizeMb` and hurts no
-//! other VM; a fork bomb (held by the sandbox's pids limit) and a memory hog end (the call's
-//! deadline or the guest's OOM killer, which spares the agent) without
+//! other VM; a memory hog ends (the guest's OOM killer, which spares the agent) without
 //! taking the agent down, which answers the next call. Two guests of 256 MiB.
 //!
 //! Run under the e2e lock: `flock /tmp/rds-e2e.lock cargo test -p rds-manager --test e2e_hostile`.
@@ -9,10 +8,10 @@ mod common;
 
 use common::guest::sh;
 use common::TestManager;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::json;
 use std::os::unix::fs::MetadataExt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_users_hit_their_own_limits_only() {
@@ -52,50 +51,6 @@ async fn hostile_users_hit_their_own_limits_only() {
         sh(&tm, &a, "rm fill && echo x > small && cat small").await,
         "x\n"
     );
-
-    // A fork bomb, started as a background process (which owns everything it starts: an exec's
-    // descendants outlive the call by design). The sandbox's pids limit holds it; its end — the
-    // OOM killer taking its shell, or its deadline — kills all it left.
-    let t = Instant::now();
-    let r = tm
-        .call(
-            Method::POST,
-            &format!("/v1/vms/{a}/processes"),
-            Some(json!({
-                "cmd": "exec -a bombshell bash -c 'bomb() { bomb | bomb & }; bomb; sleep 600'",
-                "timeoutMs": 15000
-            })),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
-    let pid = r.json["id"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| r.json["id"].to_string());
-    let ended = rds_testkit::wait_until(Duration::from_secs(120), || async {
-        let r = tm
-            .call(
-                Method::POST,
-                &format!("/v1/vms/{a}/processes/{pid}/wait?timeoutMs=10000"),
-                None,
-            )
-            .await;
-        (r.status == StatusCode::OK && r.json["state"] == "exited").then_some(r.json)
-    })
-    .await
-    .expect("the fork bomb ends");
-    println!(
-        "fork bomb ended in {:?}: exitCode {} timedOut {}",
-        t.elapsed(),
-        ended["exitCode"],
-        ended["timedOut"]
-    );
-    let t = Instant::now();
-    assert_eq!(sh(&tm, &a, "echo alive").await, "alive\n");
-    println!("agent answered {:?} after the fork bomb", t.elapsed());
-    // Forked copies keep the argv[0] `bombshell`; this probe's own shell does not.
-    let left = sh(&tm, &a, "ps -e -o args= | grep -c '^bombshell' || true").await;
-    assert_eq!(left.trim(), "0", "fork bomb processes left: {left}");
 
     // A memory hog: the guest's OOM killer ends it (the agent is exempt), the agent answers.
     let t = Instant::now();
