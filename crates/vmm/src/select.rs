@@ -199,13 +199,7 @@ fn select_firecracker(
 }
 
 fn firecracker_missing(choice: &BackendChoice) -> Option<String> {
-    let programs = [
-        ("FIRECRACKER_BIN", choice.firecracker_bin.as_path()),
-        ("JAILER_BIN", choice.jailer_bin.as_path()),
-    ];
-    check_executables(&programs)
-        .and_then(|()| crate::elf::check_static(&programs))
-        .err()
+    crate::firecracker::check_binaries(&choice.firecracker_bin, &choice.jailer_bin).err()
 }
 
 /// `Err("<VARIABLE> <path> is not an executable file")` for the first of `programs` that is not one.

@@ -206,9 +206,9 @@ impl From<LifecycleError> for ApiError {
                 ApiError::internal(e.to_string())
             }
             // The reason names host paths and tool output: it is the VM's `lastError` and the
-            // log's, while the answer keeps the documented prefix and gets a request id.
+            // log's (the boot logged it), while the answer keeps the documented prefix and gets a
+            // request id.
             L::BootFailed { ref id, .. } if status == StatusCode::INTERNAL_SERVER_ERROR => {
-                tracing::error!(error = %e, "boot failed");
                 ApiError::masked(
                     format!("VM {id} failed to start: see its lastError"),
                     e.to_string(),

@@ -45,11 +45,11 @@ struct Plan {
     source: Option<(SnapshotRecord, RestoreHold)>,
 }
 
-/// A failed provisioning step, with what was launched so far for the cleanup.
 /// Space `STORAGE_ROOT` must have left for a create: a guest's first boot writes its journal,
 /// logs and the files it is given.
 pub const CREATE_FREE_FLOOR: u64 = 64 * 1024 * 1024;
 
+/// A failed provisioning step, with what was launched so far for the cleanup.
 pub(super) struct Failed {
     pub reason: String,
     pub cause: BootFailure,
@@ -76,6 +76,27 @@ impl Failed {
 }
 
 impl VmService {
+    /// STARTING from `from` at the start of a boot, restore or resume; a row found in another
+    /// state was destroyed meanwhile, which cancels the boot.
+    pub(super) async fn mark_starting(&self, id: &str, from: VmState) -> Result<(), Failed> {
+        let db = &self.inner.db;
+        match db.transition(id, &[from], VmState::Starting, None).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Failed::cancelled()),
+            Err(e) => Err(Failed::host(e)),
+        }
+    }
+
+    /// RUNNING with its provision mode at the end of a boot, restore or resume; cancelled as in
+    /// [`Self::mark_starting`].
+    pub(super) async fn mark_running(&self, id: &str, mode: &str) -> Result<(), Failed> {
+        match self.inner.db.set_running(id, mode).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Failed::cancelled()),
+            Err(e) => Err(Failed::host(e)),
+        }
+    }
+
     #[tracing::instrument(name = "vm.create", skip_all, fields(vm_id = tracing::field::Empty))]
     pub async fn create(&self, req: CreateVm) -> Result<VmRecord, LifecycleError> {
         let plan = self.plan_create(&req).await?;
@@ -338,14 +359,7 @@ impl VmService {
             .await
             .map_err(Failed::host)?;
         }
-        let from = [vm.state];
-        let moved = self
-            .inner
-            .db
-            .transition(&vm.id, &from, VmState::Starting, None);
-        if !moved.await.map_err(Failed::host)? {
-            return Err(Failed::cancelled());
-        }
+        self.mark_starting(&vm.id, vm.state).await?;
         // Host rules before the VMM exists: a VM never runs with missing rules.
         self.attach_network(vm)
             .instrument(info_span!("net.attach"))
@@ -374,15 +388,7 @@ impl VmService {
         // Before RUNNING: a VM seen RUNNING (by a client, or by a warm-pool take, which skips VMs
         // under an operation) has its peer trees already.
         self.setup_peers_at_start(vm).await;
-        if !self
-            .inner
-            .db
-            .set_running(&vm.id, "boot")
-            .await
-            .map_err(Failed::host)?
-        {
-            return Err(Failed::cancelled());
-        }
+        self.mark_running(&vm.id, "boot").await?;
         self.watch(rt);
         tracing::info!(vm_id = %vm.id, provision_mode = "boot", "vm.started");
         self.started_event(vm, "boot", started);

@@ -173,10 +173,7 @@ impl VmService {
     ) -> Result<(), Failed> {
         let started = Instant::now();
         let db = &self.inner.db;
-        let moved = db.transition(&vm.id, &[VmState::Paused], VmState::Starting, None);
-        if !moved.await.map_err(Failed::host)? {
-            return Err(Failed::cancelled());
-        }
+        self.mark_starting(&vm.id, VmState::Paused).await?;
         // Host rules before the VMM exists; the TAP stays down until the guest is current.
         self.attach_network(vm)
             .instrument(info_span!("net.attach"))
@@ -208,13 +205,7 @@ impl VmService {
         clock?;
         entropy?;
         self.set_tap_up(vm, true).await?;
-        if !db
-            .set_running(&vm.id, "snapshot")
-            .await
-            .map_err(Failed::host)?
-        {
-            return Err(Failed::cancelled());
-        }
+        self.mark_running(&vm.id, "snapshot").await?;
         self.watch(rt);
         tracing::info!(vm_id = %vm.id, ms = started.elapsed().as_millis() as u64, "vm.resumed");
         Ok(())

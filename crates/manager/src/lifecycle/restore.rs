@@ -133,11 +133,7 @@ impl VmService {
             .map_err(Failed::host)?;
         stages.mark("disk");
         let db = &self.inner.db;
-        let from = [vm.state];
-        let moved = db.transition(&vm.id, &from, crate::model::VmState::Starting, None);
-        if !moved.await.map_err(Failed::host)? {
-            return Err(Failed::cancelled());
-        }
+        self.mark_starting(&vm.id, vm.state).await?;
         self.attach_network(vm)
             .instrument(info_span!("net.attach"))
             .await?;
@@ -169,13 +165,7 @@ impl VmService {
         // The snapshot's trees (if any) carry its source's token: this VM gets its own, before it
         // is seen RUNNING.
         self.setup_peers_at_start(vm).await;
-        if !db
-            .set_running(&vm.id, "snapshot")
-            .await
-            .map_err(Failed::host)?
-        {
-            return Err(Failed::cancelled());
-        }
+        self.mark_running(&vm.id, "snapshot").await?;
         self.watch(rt);
         tracing::info!(vm_id = %vm.id, snapshot_id = %snap.id, provision_mode = "snapshot",
             stages_ms = %stages, "vm.started");

@@ -106,6 +106,14 @@ impl FirecrackerConfig {
     }
 }
 
+/// Both binaries are executable files and statically linked (the jailer execs Firecracker in a
+/// chroot without a loader): the selection's verdict and `/readyz`'s check.
+pub fn check_binaries(firecracker: &Path, jailer: &Path) -> Result<(), String> {
+    let programs = [("FIRECRACKER_BIN", firecracker), ("JAILER_BIN", jailer)];
+    crate::select::check_executables(&programs)?;
+    crate::elf::check_static(&programs)
+}
+
 /// How long Firecracker may take to create its API socket after the launcher returned.
 const API_WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(10);
@@ -553,12 +561,7 @@ impl VmmBackend for FirecrackerBackend {
     }
 
     fn check(&self) -> Result<(), String> {
-        let programs = [
-            ("FIRECRACKER_BIN", self.cfg.firecracker_bin.as_path()),
-            ("JAILER_BIN", self.cfg.jailer_bin.as_path()),
-        ];
-        crate::select::check_executables(&programs)?;
-        crate::elf::check_static(&programs)
+        check_binaries(&self.cfg.firecracker_bin, &self.cfg.jailer_bin)
     }
 
     fn owner_of(&self, process: &crate::process::HostProcess, _vms_dir: &Path) -> Option<String> {
